@@ -1,0 +1,146 @@
+import type { Logger } from 'pino';
+import { PROTOCOL_VERSION, type JoinMessage, type WelcomeMessage } from '../src/comm/protocol.js';
+import { RingtrainError } from '../src/errors.js';
+import { describeWorker, type WorkerConnection, type WorkerHub } from './worker-hub.js';
+
+/** The workers a coordinator waits for: `workersPerNode[n]` local ranks on node n. */
+export interface ExpectedWorkers {
+  runId: string;
+  workersPerNode: number[];
+}
+
+/**
+ * Waits until every expected worker has joined, then checks that they agree and assigns ranks. Raises
+ * RINGTRAIN_ERR_JOIN_TIMEOUT naming the missing workers when `timeoutMs` passes first, and
+ * RINGTRAIN_ERR_PROTOCOL or RINGTRAIN_ERR_PARAMETER_MISMATCH when a worker does not fit the run.
+ */
+export async function rendezvous(hub: WorkerHub, expected: ExpectedWorkers, timeoutMs: number, logger: Logger): Promise<WorkerConnection[]> {
+  const total = expected.workersPerNode.reduce((sum, count) => sum + count, 0);
+
+  const joined = await new Promise<WorkerConnection[]>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      reject(
+        new RingtrainError(
+          'RINGTRAIN_ERR_JOIN_TIMEOUT',
+          `only ${hub.connections.length} of ${total} workers joined within ${timeoutMs} ms; missing: ` +
+            `${missingWorkers(hub.connections, expected).join(', ')}. Check the worker logs above, or raise ` +
+            `coordinator.joinTimeoutMs`,
+        ),
+      );
+    }, timeoutMs);
+
+    const check = (connection: WorkerConnection | null): void => {
+      if (connection !== null) {
+        logger.info({ node: connection.join.node, localRank: connection.join.localRank, pid: connection.join.pid, backend: connection.join.backend }, 'worker joined');
+        const problem = joinProblem(connection.join, expected);
+        if (problem !== null) {
+          clearTimeout(timer);
+          reject(new RingtrainError('RINGTRAIN_ERR_PROTOCOL', `${describeWorker(connection)} cannot join: ${problem}`));
+          return;
+        }
+      }
+      if (hub.connections.length >= total) {
+        clearTimeout(timer);
+        resolve([...hub.connections]);
+      }
+    };
+    hub.onJoin(check);
+    check(null);
+  });
+
+  const ordered = assignRanks(joined);
+  checkAgreement(ordered);
+  logger.info(
+    { worldSize: ordered.length, ring: ordered.map((connection) => `${connection.join.ring.host}:${connection.join.ring.port}`) },
+    'rendezvous complete',
+  );
+  return ordered;
+}
+
+function joinProblem(join: JoinMessage, expected: ExpectedWorkers): string | null {
+  if (join.protocolVersion !== PROTOCOL_VERSION) {
+    return `protocol version ${join.protocolVersion}, expected ${PROTOCOL_VERSION}; run the same ringtrain version everywhere`;
+  }
+  if (join.runId !== expected.runId) return `run id '${join.runId}', expected '${expected.runId}'`;
+  const localCount = expected.workersPerNode[join.node];
+  if (localCount === undefined) return `node ${join.node} is not part of this run (nodes 0..${expected.workersPerNode.length - 1})`;
+  if (!(join.localRank >= 0 && join.localRank < localCount)) {
+    return `local rank ${join.localRank} is outside 0..${localCount - 1} for node ${join.node}`;
+  }
+  return null;
+}
+
+function missingWorkers(connections: readonly WorkerConnection[], expected: ExpectedWorkers): string[] {
+  const missing: string[] = [];
+  expected.workersPerNode.forEach((count, node) => {
+    for (let localRank = 0; localRank < count; localRank++) {
+      if (!connections.some((connection) => connection.join.node === node && connection.join.localRank === localRank)) {
+        missing.push(`node ${node} local rank ${localRank}`);
+      }
+    }
+  });
+  return missing;
+}
+
+/**
+ * Orders workers by (node, local rank) and numbers them 0..N-1. The ring follows rank order, so the workers of a
+ * node are neighbours and the ring crosses each node boundary once.
+ */
+export function assignRanks(connections: readonly WorkerConnection[]): WorkerConnection[] {
+  const ordered = [...connections].sort((a, b) => a.join.node - b.join.node || a.join.localRank - b.join.localRank);
+  for (let i = 1; i < ordered.length; i++) {
+    const previous = (ordered[i - 1] as WorkerConnection).join;
+    const current = (ordered[i] as WorkerConnection).join;
+    if (previous.node === current.node && previous.localRank === current.localRank) {
+      throw new RingtrainError(
+        'RINGTRAIN_ERR_PROTOCOL',
+        `two workers joined as node ${current.node} local rank ${current.localRank} (pids ${previous.pid} and ${current.pid}); ` +
+          'each worker of a node needs its own LOCAL_RANK',
+      );
+    }
+  }
+  ordered.forEach((connection, rank) => {
+    connection.rank = rank;
+  });
+  return ordered;
+}
+
+/** Fields every rank must report identically, with what a difference means to the user. */
+const agreedFields: { field: keyof JoinMessage; meaning: string }[] = [
+  { field: 'trainSize', meaning: 'the ranks loaded different training data' },
+  { field: 'evalSize', meaning: 'the ranks loaded different evaluation data' },
+  { field: 'parameterCount', meaning: 'the ranks built models of different sizes' },
+  { field: 'parameterLayoutHash', meaning: 'the ranks built models whose parameter names, shapes or order differ' },
+  { field: 'initialChecksum', meaning: 'the ranks initialised parameters differently; check that the seed and config are the same' },
+];
+
+/** Raises RINGTRAIN_ERR_PARAMETER_MISMATCH naming both ranks and values when a worker disagrees with rank 0. */
+export function checkAgreement(ordered: readonly WorkerConnection[]): void {
+  const reference = ordered[0];
+  if (reference === undefined) return;
+  for (const connection of ordered.slice(1)) {
+    for (const { field, meaning } of agreedFields) {
+      const expected = reference.join[field];
+      const actual = connection.join[field];
+      if (expected !== actual) {
+        throw new RingtrainError(
+          'RINGTRAIN_ERR_PARAMETER_MISMATCH',
+          `${field} differs: rank 0 has ${String(expected)}, rank ${connection.rank} has ${String(actual)}; ${meaning}`,
+        );
+      }
+    }
+  }
+}
+
+/** Builds each rank's welcome: its rank, the world size and its ring neighbours' addresses. */
+export function welcomeMessages(ordered: readonly WorkerConnection[], totalSteps: number): WelcomeMessage[] {
+  const worldSize = ordered.length;
+  return ordered.map((_, rank) => ({
+    type: 'welcome',
+    rank,
+    worldSize,
+    previous: (ordered[(rank - 1 + worldSize) % worldSize] as WorkerConnection).join.ring,
+    next: (ordered[(rank + 1) % worldSize] as WorkerConnection).join.ring,
+    totalSteps,
+  }));
+}

@@ -1,0 +1,173 @@
+import { createWriteStream } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import type { RunConfig } from '../src/config/types.js';
+import type { StepDoneMessage } from '../src/comm/protocol.js';
+import { batchesPerEpoch, planEpoch, splitIntoShards, splitRange } from '../src/data/batch-plan.js';
+import { RingtrainError } from '../src/errors.js';
+import { classificationReport, formatReport, type Report } from '../src/metrics/classification.js';
+import type { RunLogSink } from '../src/log/run-log-sink.js';
+import { ProgressDisplay } from './progress.js';
+import type { WorkerConnection, WorkerHub } from './worker-hub.js';
+
+/** What a finished run returns to the coordinator's entry point. */
+export interface RunSummary {
+  steps: number;
+  finalLoss: number;
+  trainSeconds: number;
+  report: Report;
+}
+
+/** Returns the number of optimizer steps the run will take. */
+export function plannedSteps(config: RunConfig, trainSize: number): number {
+  const perEpoch = batchesPerEpoch(trainSize, config.train.globalBatchSize);
+  if (perEpoch === 0) {
+    throw new RingtrainError(
+      'RINGTRAIN_ERR_DATA',
+      `the training split has ${trainSize} examples, fewer than train.globalBatchSize=${config.train.globalBatchSize}; ` +
+        'lower the batch size or use more data',
+    );
+  }
+  const all = perEpoch * config.train.epochs;
+  return config.train.maxSteps > 0 ? Math.min(config.train.maxSteps, all) : all;
+}
+
+/**
+ * Drives training after rendezvous: sends every rank its shard of each global batch, checks that parameter
+ * checksums agree, records per-step metrics, then runs the data-parallel evaluation and asks rank 0 to save the
+ * final weights. Every wait goes through the hub, so a failed worker ends the run instead of hanging it.
+ */
+export async function runTraining(
+  hub: WorkerHub,
+  workers: readonly WorkerConnection[],
+  config: RunConfig,
+  runDir: string,
+  sink: RunLogSink,
+  logger: Logger,
+): Promise<RunSummary> {
+  const lengths = (workers[0] as WorkerConnection).join.trainLengths;
+  const worldSize = workers.length;
+  const totalSteps = plannedSteps(config, lengths.length);
+  const perEpoch = batchesPerEpoch(lengths.length, config.train.globalBatchSize);
+
+  const metrics = createWriteStream(join(runDir, 'metrics.jsonl'), { flags: 'w' });
+  const progress = new ProgressDisplay(totalSteps, sink);
+  logger.info({ totalSteps, epochs: Math.ceil(totalSteps / perEpoch), globalBatchSize: config.train.globalBatchSize, worldSize }, 'training started');
+
+  const started = performance.now();
+  let windowStart = started;
+  let windowSamples = 0;
+  let lastLoss = Number.NaN;
+  let step = 0;
+
+  try {
+    for (let epoch = 0; step < totalSteps; epoch++) {
+      const batches = planEpoch(lengths, config.train.globalBatchSize, config.seed, epoch);
+      for (const batch of batches) {
+        if (step >= totalSteps) break;
+        step++;
+        const shards = splitIntoShards(batch, lengths, worldSize);
+        const checksum = config.train.checksumEvery > 0 && (step % config.train.checksumEvery === 0 || step === totalSteps);
+        const stepStarted = performance.now();
+        shards.forEach((indices, rank) => hub.send(rank, { type: 'step', step, epoch, indices, checksum }));
+
+        const results = await hub.collect('stepDone');
+        if (checksum) verifyChecksums(results, step);
+
+        const now = performance.now();
+        const first = results[0] as StepDoneMessage;
+        lastLoss = first.loss;
+        windowSamples += batch.length;
+        const samplesPerSecond = (batch.length * 1000) / (now - stepStarted);
+        metrics.write(
+          JSON.stringify({
+            step,
+            epoch,
+            loss: first.loss,
+            lr: first.lr,
+            gradNorm: first.gradNorm,
+            samples: batch.length,
+            tokens: first.globalCount,
+            stepMs: now - stepStarted,
+            samplesPerSecond,
+            timings: results.map((result) => result.timings),
+          }) + '\n',
+        );
+        progress.update({ step, loss: first.loss, samplesPerSecond });
+
+        if (step % config.train.logEvery === 0 || step === totalSteps) {
+          const elapsedSeconds = (now - started) / 1000;
+          const windowRate = (windowSamples * 1000) / (now - windowStart);
+          logger.info(
+            {
+              step,
+              totalSteps,
+              epoch,
+              loss: first.loss,
+              lr: first.lr,
+              samplesPerSecond: windowRate,
+              elapsedSeconds,
+              etaSeconds: (elapsedSeconds / step) * (totalSteps - step),
+            },
+            'progress',
+          );
+          windowStart = now;
+          windowSamples = 0;
+        }
+      }
+    }
+  } finally {
+    progress.stop(sink);
+    await new Promise((resolve) => metrics.end(resolve));
+  }
+  const trainSeconds = (performance.now() - started) / 1000;
+  logger.info({ steps: step, trainSeconds, finalLoss: lastLoss }, 'training finished');
+
+  const report = await evaluate(hub, workers, logger);
+  await writeReport(runDir, report);
+  sink.printLine('\n' + formatReport(report) + '\n');
+
+  hub.send(0, { type: 'save', directory: runDir });
+  const [saved] = await hub.collect('saved');
+  logger.info({ files: saved?.files }, 'final weights saved');
+
+  return { steps: step, finalLoss: lastLoss, trainSeconds, report };
+}
+
+async function evaluate(hub: WorkerHub, workers: readonly WorkerConnection[], logger: Logger): Promise<Report> {
+  const evalSize = (workers[0] as WorkerConnection).join.evalSize;
+  const started = performance.now();
+  splitRange(evalSize, workers.length).forEach((indices, rank) => hub.send(rank, { type: 'evaluate', indices }));
+  const results = await hub.collect('evalDone');
+
+  const first = results[0];
+  if (first === undefined) throw new Error('evaluation returned no results');
+  const confusion = new Float64Array(first.confusion.length);
+  for (const result of results) {
+    for (let i = 0; i < confusion.length; i++) confusion[i] = (confusion[i] as number) + (result.confusion[i] as number);
+  }
+  const report = classificationReport(confusion, first.classNames);
+  logger.info({ accuracy: report.accuracy, examples: evalSize, seconds: (performance.now() - started) / 1000 }, 'evaluation finished');
+  return report;
+}
+
+async function writeReport(runDir: string, report: Report): Promise<void> {
+  await writeFile(join(runDir, 'eval-report.json'), JSON.stringify(report, null, 2) + '\n');
+  await writeFile(join(runDir, 'eval-report.txt'), formatReport(report) + '\n');
+}
+
+/** Raises RINGTRAIN_ERR_PARAMETER_MISMATCH naming the step and every rank whose checksum differs from rank 0's. */
+export function verifyChecksums(results: readonly StepDoneMessage[], step: number): void {
+  const reference = results[0]?.checksum;
+  const differing = results
+    .map((result, rank) => ({ rank, checksum: result.checksum }))
+    .filter(({ checksum }) => checksum !== reference);
+  if (differing.length === 0) return;
+  const detail = differing.map(({ rank, checksum }) => `rank ${rank} has ${checksum ?? 'none'}`).join(', ');
+  throw new RingtrainError(
+    'RINGTRAIN_ERR_PARAMETER_MISMATCH',
+    `parameters differ across ranks after step ${step}: rank 0 has ${reference ?? 'none'}, ${detail}; ` +
+      'the ranks no longer apply identical updates (mixed backends or a nondeterministic model?)',
+  );
+}

@@ -1,0 +1,180 @@
+import { WebSocketServer, type WebSocket } from 'ws';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import {
+  decodeWorkerMessage,
+  encodeMessage,
+  MAX_CONTROL_FRAME_BYTES,
+  type CoordinatorMessage,
+  type JoinMessage,
+  type WorkerMessage,
+} from '../src/comm/protocol.js';
+import { RingtrainError } from '../src/errors.js';
+
+/** One worker's control connection, known by its join message and, after rendezvous, its rank. */
+export interface WorkerConnection {
+  socket: WebSocket;
+  join: JoinMessage;
+  rank: number | null;
+}
+
+type MessageOf<T extends WorkerMessage['type']> = Extract<WorkerMessage, { type: T }>;
+
+interface PendingCollection {
+  type: WorkerMessage['type'];
+  received: Map<number, WorkerMessage>;
+  resolve: (messages: WorkerMessage[]) => void;
+  reject: (error: Error) => void;
+}
+
+/**
+ * The coordinator's WebSocket server: accepts worker connections, forwards their log lines, and lets the
+ * training loop wait for one message of a given type from every rank. A worker that fails, disconnects or is
+ * reported dead by the launcher rejects whatever the loop is waiting for, so no wait outlives a dead worker.
+ */
+export class WorkerHub {
+  readonly connections: WorkerConnection[] = [];
+  private readonly server: WebSocketServer;
+  private pending: PendingCollection | null = null;
+  private failure: RingtrainError | null = null;
+  private joinListener: ((connection: WorkerConnection) => void) | null = null;
+
+  private constructor(
+    server: WebSocketServer,
+    private readonly onLogLine: (line: string) => void,
+    private readonly logger: Logger,
+  ) {
+    this.server = server;
+    server.on('connection', (socket, request) => this.accept(socket, request.socket.remoteAddress ?? 'unknown'));
+  }
+
+  /** Starts listening on host:port (port 0 picks a free port). */
+  static async listen(host: string, port: number, onLogLine: (line: string) => void, logger: Logger): Promise<WorkerHub> {
+    const server = new WebSocketServer({ host, port, perMessageDeflate: false, maxPayload: MAX_CONTROL_FRAME_BYTES });
+    await new Promise<void>((resolve, reject) => {
+      server.once('listening', resolve);
+      server.once('error', reject);
+    });
+    return new WorkerHub(server, onLogLine, logger);
+  }
+
+  get address(): AddressInfo {
+    return this.server.address() as AddressInfo;
+  }
+
+  /** Calls `listener` for every worker that joins from now on. */
+  onJoin(listener: (connection: WorkerConnection) => void): void {
+    this.joinListener = listener;
+  }
+
+  /** Sends a message to the worker with `rank`. */
+  send(rank: number, message: CoordinatorMessage): void {
+    const connection = this.connections.find((candidate) => candidate.rank === rank);
+    if (connection === undefined) throw new Error(`no worker has rank ${rank}`);
+    connection.socket.send(encodeMessage(message), { binary: true });
+  }
+
+  /** Sends a message to every joined worker. */
+  broadcast(message: CoordinatorMessage): void {
+    const frame = encodeMessage(message);
+    for (const connection of this.connections) connection.socket.send(frame, { binary: true });
+  }
+
+  /**
+   * Waits until every ranked worker has sent one message of `type`, and returns them in rank order. Rejects with
+   * the first failure reported during the wait (or before it).
+   */
+  collect<T extends WorkerMessage['type']>(type: T): Promise<MessageOf<T>[]> {
+    if (this.failure !== null) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => {
+      this.pending = {
+        type,
+        received: new Map(),
+        resolve: (messages) => resolve(messages as MessageOf<T>[]),
+        reject,
+      };
+    });
+  }
+
+  /** Marks the run as failed; the current and every later `collect` rejects with `error`. */
+  fail(error: RingtrainError): void {
+    if (this.failure !== null) return;
+    this.failure = error;
+    const pending = this.pending;
+    this.pending = null;
+    pending?.reject(error);
+  }
+
+  /** Closes every connection and the server. */
+  async close(): Promise<void> {
+    for (const connection of this.connections) connection.socket.close(1000, 'run finished');
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  private accept(socket: WebSocket, peer: string): void {
+    let connection: WorkerConnection | null = null;
+    this.logger.debug({ peer }, 'worker connected');
+
+    socket.on('message', (data: Buffer) => {
+      let message: WorkerMessage;
+      try {
+        message = decodeWorkerMessage(data);
+      } catch (error) {
+        this.logger.warn({ peer, err: error, bytes: data.length }, 'rejected an invalid frame from a worker');
+        return;
+      }
+
+      if (message.type === 'log') {
+        this.onLogLine(message.line);
+        return;
+      }
+      if (message.type === 'join') {
+        connection = { socket, join: message, rank: null };
+        this.connections.push(connection);
+        this.joinListener?.(connection);
+        return;
+      }
+      if (connection === null) {
+        this.logger.warn({ peer, type: message.type }, `rejected a '${message.type}' message from a worker that has not joined`);
+        return;
+      }
+      this.deliver(connection, message);
+    });
+
+    socket.on('close', (code) => {
+      if (connection === null) return;
+      const who = describeWorker(connection);
+      this.logger.debug({ peer, code, rank: connection.rank }, 'worker disconnected');
+      this.fail(new RingtrainError('RINGTRAIN_ERR_WORKER_FAILED', `${who} closed its connection to the coordinator (code ${code})`));
+    });
+    socket.on('error', (error) => this.logger.warn({ peer, err: error }, 'worker connection error'));
+  }
+
+  private deliver(connection: WorkerConnection, message: WorkerMessage): void {
+    if (message.type === 'failed') {
+      const where = message.step === null ? '' : ` at step ${message.step}`;
+      this.fail(
+        new RingtrainError('RINGTRAIN_ERR_WORKER_FAILED', `${describeWorker(connection)} failed${where}: ${message.message} [${message.code}]`),
+      );
+      return;
+    }
+    const pending = this.pending;
+    if (pending === null || pending.type !== message.type || connection.rank === null) {
+      this.logger.warn({ rank: connection.rank, type: message.type }, 'ignored an unexpected message from a worker');
+      return;
+    }
+    pending.received.set(connection.rank, message);
+    const ranked = this.connections.filter((candidate) => candidate.rank !== null).length;
+    if (pending.received.size === ranked) {
+      this.pending = null;
+      pending.resolve([...pending.received.entries()].sort((a, b) => a[0] - b[0]).map(([, value]) => value));
+    }
+  }
+}
+
+/** Returns "rank R (node N, local rank L, pid P)" for messages. */
+export function describeWorker(connection: WorkerConnection): string {
+  const { node, localRank, pid } = connection.join;
+  const rank = connection.rank === null ? 'worker' : `rank ${connection.rank}`;
+  return `${rank} (node ${node}, local rank ${localRank}, pid ${pid})`;
+}

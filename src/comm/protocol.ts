@@ -1,0 +1,202 @@
+import { Packr } from 'msgpackr';
+import { RingtrainError } from '../errors.js';
+
+/**
+ * Control messages between the coordinator and the workers, one msgpack-encoded WebSocket binary frame each.
+ * Gradients never travel here; they use the ring links (docs/ring-wire.md). docs/protocol.md describes the
+ * sequence of messages for people; this module is the definition.
+ */
+
+/** Bumped whenever a message changes shape; a worker with another version is rejected at join. */
+export const PROTOCOL_VERSION = 1;
+
+/** Largest control frame accepted, in bytes. The largest message is `join` with one length per training sample. */
+export const MAX_CONTROL_FRAME_BYTES = 64 * 1024 * 1024;
+
+/** A TCP address that a peer dials. */
+export interface PeerAddress {
+  host: string;
+  port: number;
+}
+
+// ---------------------------------------------------------------- worker -> coordinator
+
+/** Worker -> coordinator, first message after connecting. */
+export interface JoinMessage {
+  type: 'join';
+  protocolVersion: number;
+  runId: string;
+  /** Node index of the launcher that started the worker. */
+  node: number;
+  /** Index of the worker among the workers of its node. */
+  localRank: number;
+  pid: number;
+  /** Where this worker's ring listener accepts its next neighbour. */
+  ring: PeerAddress;
+  /** tfjs backend the worker loaded. */
+  backend: string;
+  trainSize: number;
+  evalSize: number;
+  /** Tokens of each training example, for length bucketing (little-endian uint16 values). */
+  trainLengths: Uint16Array;
+  /** Number of model parameters (float32 values). */
+  parameterCount: number;
+  /** Hash of parameter names, shapes and decay flags in order; differs when ranks built different models. */
+  parameterLayoutHash: string;
+  /** Hash of the initial parameter values. */
+  initialChecksum: string;
+}
+
+/** Worker -> coordinator: one pino JSON line, forwarded to the merged log. */
+export interface LogMessage {
+  type: 'log';
+  line: string;
+}
+
+/** Worker -> coordinator: the worker has connected its ring links and is ready for step 1. */
+export interface ReadyMessage {
+  type: 'ready';
+}
+
+/** Per-step wall time of each phase on one worker, in milliseconds. */
+export interface StepTimings {
+  batchMs: number;
+  computeMs: number;
+  allReduceMs: number;
+  optimizerMs: number;
+}
+
+/** Worker -> coordinator: a step finished on this worker. */
+export interface StepDoneMessage {
+  type: 'stepDone';
+  step: number;
+  /** Mean loss over the whole global batch (identical on every rank). */
+  loss: number;
+  /** Loss terms (tokens) in the global batch. */
+  globalCount: number;
+  /** Global gradient norm before clipping. */
+  gradNorm: number;
+  lr: number;
+  /** Parameter checksum after the update, present on checksum steps only. */
+  checksum?: string;
+  timings: StepTimings;
+}
+
+/** Worker -> coordinator: evaluation counts for this worker's share of the evaluation split. */
+export interface EvalDoneMessage {
+  type: 'evalDone';
+  /** Confusion matrix, row = gold class, column = predicted class, numClasses x numClasses, row-major. */
+  confusion: Float64Array;
+  classNames: string[];
+}
+
+/** Worker -> coordinator: rank 0 wrote the final weights. */
+export interface SavedMessage {
+  type: 'saved';
+  files: string[];
+}
+
+/** Worker -> coordinator: the worker hit an error it cannot recover from and is about to exit. */
+export interface FailedMessage {
+  type: 'failed';
+  step: number | null;
+  code: string;
+  message: string;
+}
+
+export type WorkerMessage =
+  | JoinMessage
+  | LogMessage
+  | ReadyMessage
+  | StepDoneMessage
+  | EvalDoneMessage
+  | SavedMessage
+  | FailedMessage;
+
+// ---------------------------------------------------------------- coordinator -> worker
+
+/** Coordinator -> worker, after every expected worker has joined: the worker's place in the ring. */
+export interface WelcomeMessage {
+  type: 'welcome';
+  rank: number;
+  worldSize: number;
+  previous: PeerAddress;
+  next: PeerAddress;
+  totalSteps: number;
+}
+
+/** Coordinator -> worker: run one optimizer step on these training examples. */
+export interface StepMessage {
+  type: 'step';
+  /** Step number, counted from 1. */
+  step: number;
+  epoch: number;
+  /** Indices into the training split forming this worker's shard; may be empty when the batch is smaller than the world. */
+  indices: number[];
+  /** Whether to send a parameter checksum with the result. */
+  checksum: boolean;
+}
+
+/** Coordinator -> worker: evaluate these examples of the evaluation split and send the counts. */
+export interface EvaluateMessage {
+  type: 'evaluate';
+  indices: number[];
+}
+
+/** Coordinator -> rank 0: write the final weights into `directory`. */
+export interface SaveMessage {
+  type: 'save';
+  directory: string;
+}
+
+/** Coordinator -> worker: the run is over; close links and exit with `exitCode`. */
+export interface ShutdownMessage {
+  type: 'shutdown';
+  exitCode: number;
+  reason: string;
+}
+
+export type CoordinatorMessage = WelcomeMessage | StepMessage | EvaluateMessage | SaveMessage | ShutdownMessage;
+
+const workerMessageTypes = new Set(['join', 'log', 'ready', 'stepDone', 'evalDone', 'saved', 'failed']);
+const coordinatorMessageTypes = new Set(['welcome', 'step', 'evaluate', 'save', 'shutdown']);
+
+// Typed arrays survive the round trip only with structured cloning on; records off keeps frames plain msgpack.
+const packr = new Packr({ structuredClone: true, useRecords: false });
+
+/** Encodes one control message into a frame. */
+export function encodeMessage(message: WorkerMessage | CoordinatorMessage): Buffer {
+  return packr.pack(message);
+}
+
+function decodeFrame(frame: Buffer, allowed: Set<string>, direction: string): { type: string } {
+  let value: unknown;
+  try {
+    value = packr.unpack(frame);
+  } catch (error) {
+    throw new RingtrainError('RINGTRAIN_ERR_PROTOCOL', `invalid ${direction} frame of ${frame.length} bytes: not msgpack`, {
+      cause: error,
+    });
+  }
+  if (typeof value !== 'object' || value === null || typeof (value as { type?: unknown }).type !== 'string') {
+    throw new RingtrainError('RINGTRAIN_ERR_PROTOCOL', `invalid ${direction} frame: expected an object with a string 'type'`);
+  }
+  const type = (value as { type: string }).type;
+  if (!allowed.has(type)) {
+    throw new RingtrainError(
+      'RINGTRAIN_ERR_PROTOCOL',
+      `unknown ${direction} message type '${type}'; expected one of ${[...allowed].join(', ')}`,
+    );
+  }
+  return value as { type: string };
+}
+
+/** Decodes a frame a worker sent; raises RINGTRAIN_ERR_PROTOCOL for anything that is not a known message. */
+export function decodeWorkerMessage(frame: Buffer): WorkerMessage {
+  return decodeFrame(frame, workerMessageTypes, 'worker-to-coordinator') as WorkerMessage;
+}
+
+/** Decodes a frame the coordinator sent; raises RINGTRAIN_ERR_PROTOCOL for anything that is not a known message. */
+export function decodeCoordinatorMessage(frame: Buffer): CoordinatorMessage {
+  return decodeFrame(frame, coordinatorMessageTypes, 'coordinator-to-worker') as CoordinatorMessage;
+}

@@ -1,0 +1,164 @@
+import { createHash } from 'node:crypto';
+import * as tf from '@tensorflow/tfjs';
+import type { Logger } from 'pino';
+import type { RunConfig } from '../src/config/types.js';
+import type { StepTimings } from '../src/comm/protocol.js';
+import type { Model, ParameterSpec } from '../src/models/model.js';
+import type { Task } from '../src/tasks/task.js';
+import { AdamW } from '../src/optim/adamw.js';
+import { countPredictions } from '../src/metrics/classification.js';
+
+/** Sums a buffer in place across all ranks; the ring all-reduce in training, the identity for one process. */
+export type AllReduce = (buffer: Float32Array) => Promise<void>;
+
+/** What one data-parallel step produced on this rank (identical on every rank except the timings). */
+export interface StepResult {
+  loss: number;
+  globalCount: number;
+  gradNorm: number;
+  lr: number;
+  timings: StepTimings;
+}
+
+/** Sentences per forward pass during evaluation; bounds memory, does not change the counts. */
+const EVAL_CHUNK = 64;
+
+/**
+ * One rank's side of data-parallel training: the flat parameter and gradient buffers, the optimizer, and the
+ * step that turns a shard into an update that every rank applies identically.
+ *
+ * Gradient weighting: each rank writes the gradient of its SUMMED loss and appends [lossSum, count] to the
+ * buffer before the all-reduce. After it, dividing by the global count gives exactly the gradient of the mean
+ * loss over the whole global batch, whatever the shard sizes.
+ */
+export class DataParallelTrainer<Batch> {
+  readonly parameterCount: number;
+  readonly parameters: Float32Array;
+  private readonly gradients: Float32Array;
+  private readonly model: Model<Batch>;
+  private optimizer: AdamW | null = null;
+
+  constructor(
+    private readonly task: Task<Batch>,
+    private readonly config: RunConfig,
+    private readonly logger: Logger,
+  ) {
+    this.model = task.model;
+    this.parameterCount = totalSize(this.model.specs);
+    this.parameters = new Float32Array(this.parameterCount);
+    // Two extra slots travel with the gradients: the summed loss and the loss-term count of the shard.
+    this.gradients = new Float32Array(this.parameterCount + 2);
+    this.readParameters();
+  }
+
+  /** Creates the optimizer once rendezvous has fixed the run length, which the learning-rate schedule needs. */
+  startSchedule(totalSteps: number): void {
+    this.optimizer = new AdamW(this.model.specs, this.config.optimizer, totalSteps);
+  }
+
+  /** Runs forward, backward, all-reduce and the optimizer on this rank's shard of one global batch. */
+  async step(indices: readonly number[], allReduce: AllReduce): Promise<StepResult> {
+    if (this.optimizer === null) throw new Error('DataParallelTrainer.step called before startSchedule');
+    const started = performance.now();
+    const batch = indices.length > 0 ? this.task.makeBatch('train', indices) : null;
+    const batchDone = performance.now();
+
+    this.gradients.fill(0);
+    if (batch !== null) {
+      const { lossSum, count } = this.model.computeGradients(batch, this.gradients);
+      this.gradients[this.parameterCount] = lossSum;
+      this.gradients[this.parameterCount + 1] = count;
+    }
+    const computeDone = performance.now();
+
+    await allReduce(this.gradients);
+    const allReduceDone = performance.now();
+
+    const globalCount = this.gradients[this.parameterCount + 1] as number;
+    if (!(globalCount > 0)) {
+      throw new Error(`the global batch has ${globalCount} loss terms; every step needs at least one real token`);
+    }
+    const loss = (this.gradients[this.parameterCount] as number) / globalCount;
+    const meanGradients = this.gradients.subarray(0, this.parameterCount);
+    const inverse = 1 / globalCount;
+    for (let i = 0; i < meanGradients.length; i++) meanGradients[i] = (meanGradients[i] as number) * inverse;
+
+    const update = this.optimizer.step(this.parameters, meanGradients);
+    this.writeParameters();
+    const optimizerDone = performance.now();
+
+    return {
+      loss,
+      globalCount,
+      gradNorm: update.gradNorm,
+      lr: update.lr,
+      timings: {
+        batchMs: batchDone - started,
+        computeMs: computeDone - batchDone,
+        allReduceMs: allReduceDone - computeDone,
+        optimizerMs: optimizerDone - allReduceDone,
+      },
+    };
+  }
+
+  /** Returns the confusion counts of this rank's share of the evaluation split. */
+  evaluate(indices: readonly number[]): Float64Array {
+    const classCount = this.task.classNames.length;
+    const confusion = new Float64Array(classCount * classCount);
+    for (let start = 0; start < indices.length; start += EVAL_CHUNK) {
+      const batch = this.task.makeBatch('eval', indices.slice(start, start + EVAL_CHUNK));
+      const counts = countPredictions(this.task.labelsOf(batch), this.model.predict(batch), classCount);
+      for (let i = 0; i < counts.length; i++) confusion[i] = (confusion[i] as number) + (counts[i] as number);
+    }
+    this.logger.debug({ examples: indices.length }, 'evaluation share counted');
+    return confusion;
+  }
+
+  /** Returns a short hash of the parameter bits; equal on two ranks only when every bit is equal. */
+  checksum(): string {
+    return hashFloats(this.parameters);
+  }
+
+  /** Returns a hash of parameter names, shapes and decay flags, in order. */
+  layoutHash(): string {
+    return createHash('sha256').update(JSON.stringify(this.model.specs)).digest('hex').slice(0, 16);
+  }
+
+  get specs(): readonly ParameterSpec[] {
+    return this.model.specs;
+  }
+
+  private readParameters(): void {
+    let offset = 0;
+    this.model.variables.forEach((variable) => {
+      const values = variable.dataSync() as Float32Array;
+      this.parameters.set(values, offset);
+      offset += values.length;
+    });
+  }
+
+  private writeParameters(): void {
+    let offset = 0;
+    this.model.variables.forEach((variable) => {
+      const size = variable.size;
+      // slice() copies: the cpu backend would otherwise keep a view of the buffer the optimizer updates in place.
+      const values = tf.tensor(this.parameters.slice(offset, offset + size), variable.shape, 'float32');
+      variable.assign(values);
+      values.dispose();
+      offset += size;
+    });
+  }
+}
+
+/** Returns the number of float32 values in all specs together. */
+export function totalSize(specs: readonly ParameterSpec[]): number {
+  return specs.reduce((sum, spec) => sum + spec.shape.reduce((product, size) => product * size, 1), 0);
+}
+
+/** Returns the first 16 hex digits of the SHA-256 of a float array's bytes. */
+export function hashFloats(values: Float32Array): string {
+  return createHash('sha256')
+    .update(new Uint8Array(values.buffer, values.byteOffset, values.byteLength))
+    .digest('hex')
+    .slice(0, 16);
+}
