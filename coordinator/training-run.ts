@@ -129,7 +129,7 @@ export async function runTraining(
   sink.printLine('\n' + formatReport(report) + '\n');
 
   hub.send(0, { type: 'save', directory: runDir });
-  const [saved] = await hub.collect('saved');
+  const [saved] = await hub.collect('saved', [0]);
   logger.info({ files: saved?.files }, 'final weights saved');
 
   return { steps: step, finalLoss: lastLoss, trainSeconds, report };

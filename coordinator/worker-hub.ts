@@ -22,6 +22,7 @@ type MessageOf<T extends WorkerMessage['type']> = Extract<WorkerMessage, { type:
 
 interface PendingCollection {
   type: WorkerMessage['type'];
+  ranks: number[];
   received: Map<number, WorkerMessage>;
   resolve: (messages: WorkerMessage[]) => void;
   reject: (error: Error) => void;
@@ -81,14 +82,16 @@ export class WorkerHub {
   }
 
   /**
-   * Waits until every ranked worker has sent one message of `type`, and returns them in rank order. Rejects with
-   * the first failure reported during the wait (or before it).
+   * Waits until each of `ranks` (default: every ranked worker) has sent one message of `type`, and returns them in
+   * rank order. Rejects with the first failure reported during the wait (or before it).
    */
-  collect<T extends WorkerMessage['type']>(type: T): Promise<MessageOf<T>[]> {
+  collect<T extends WorkerMessage['type']>(type: T, ranks?: readonly number[]): Promise<MessageOf<T>[]> {
     if (this.failure !== null) return Promise.reject(this.failure);
+    const expected = ranks ?? this.connections.flatMap((connection) => (connection.rank === null ? [] : [connection.rank]));
     return new Promise((resolve, reject) => {
       this.pending = {
         type,
+        ranks: [...expected],
         received: new Map(),
         resolve: (messages) => resolve(messages as MessageOf<T>[]),
         reject,
@@ -159,13 +162,12 @@ export class WorkerHub {
       return;
     }
     const pending = this.pending;
-    if (pending === null || pending.type !== message.type || connection.rank === null) {
+    if (pending === null || pending.type !== message.type || connection.rank === null || !pending.ranks.includes(connection.rank)) {
       this.logger.warn({ rank: connection.rank, type: message.type }, 'ignored an unexpected message from a worker');
       return;
     }
     pending.received.set(connection.rank, message);
-    const ranked = this.connections.filter((candidate) => candidate.rank !== null).length;
-    if (pending.received.size === ranked) {
+    if (pending.received.size === pending.ranks.length) {
       this.pending = null;
       pending.resolve([...pending.received.entries()].sort((a, b) => a[0] - b[0]).map(([, value]) => value));
     }

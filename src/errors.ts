@@ -27,7 +27,7 @@ export class RingtrainError extends Error {
   }
 }
 
-/** A config value, command-line flag or override that is invalid; raised before any process starts. */
+/** A config file, config value or `--set` override that is invalid; raised before any process starts. */
 export class ConfigError extends RingtrainError {
   constructor(message: string) {
     super('RINGTRAIN_ERR_CONFIG', message);

@@ -84,13 +84,3 @@ export async function selectBackend(preference: BackendName, logger: Logger): Pr
       `install the package it needs or pass --backend auto`,
   );
 }
-
-/** Returns true when the CUDA build of the native backend is installed (it may still fail to load). */
-export function isGpuPackageInstalled(): boolean {
-  try {
-    require.resolve('@tensorflow/tfjs-node-gpu');
-    return true;
-  } catch {
-    return false;
-  }
-}

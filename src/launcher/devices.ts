@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { isGpuPackageInstalled } from '../backend/select.js';
+import { createRequire } from 'node:module';
 
 /** GPUs this node can give to workers, and why there are none when `count` is 0. */
 export interface GpuInventory {
@@ -26,4 +26,14 @@ export function detectGpus(): GpuInventory {
   const visible = process.env.CUDA_VISIBLE_DEVICES;
   if (visible !== undefined) count = Math.min(count, visible === '' ? 0 : visible.split(',').length);
   return { count, reason: count === 0 ? 'nvidia-smi lists no GPU' : `${count} GPUs found` };
+}
+
+/** Returns true when the CUDA build of the native backend is installed (it may still fail to load). */
+function isGpuPackageInstalled(): boolean {
+  try {
+    createRequire(import.meta.url).resolve('@tensorflow/tfjs-node-gpu');
+    return true;
+  } catch {
+    return false;
+  }
 }

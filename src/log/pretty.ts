@@ -32,6 +32,8 @@ export function formatLogLine(line: string): string {
   const extras: string[] = [];
   for (const [key, value] of Object.entries(record)) {
     if (hiddenFields.has(key)) continue;
+    // Once a worker has a rank, the prefix shows it and the local rank is noise.
+    if (key === 'localRank' && typeof record.rank === 'number') continue;
     extras.push(`${key}=${formatValue(value)}`);
   }
   return `${time} ${level} [${source}] ${message}${extras.length > 0 ? ' ' + extras.join(' ') : ''}`;

@@ -21,6 +21,7 @@ export const tinyRunFlags = [
   '--set', 'model.ffDim=32',
   '--set', 'model.suffixBuckets=64',
   '--set', 'train.globalBatchSize=6',
+  '--set', 'train.epochs=1000',
   '--set', 'train.logEvery=1',
   '--set', 'optimizer.warmupSteps=1',
   '--set', 'coordinator.joinTimeoutMs=60000',

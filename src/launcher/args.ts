@@ -1,0 +1,290 @@
+/**
+ * Command-line parsing for the launcher: flags, the config file and `--set` overrides resolved into one
+ * validated RunConfig.
+ */
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+import { DEFAULT_CONFIG, defaultConfig } from '../config/defaults.js';
+import { applyOverrides, loadConfig } from '../config/load.js';
+import { BACKEND_NAMES, CONFIG_SCHEMA, describeRule, ruleAllows, type LeafRule } from '../config/schema.js';
+import { closestMatches } from '../config/suggest.js';
+import type { BackendName, RunConfig } from '../config/types.js';
+import { ConfigError, RingtrainError } from '../errors.js';
+
+/** The launcher's resolved options. */
+export interface LaunchOptions {
+  /** Worker processes to start on this node (`--gpus`). */
+  workers: number;
+  /** Absolute path of the config file that was read. */
+  configPath: string;
+  /** Absolute path of the run directory, which the launcher creates. */
+  runDir: string;
+  /** Run id: the UTC start time plus 4 random hex digits, e.g. `20261204-213015-a3f9`. */
+  runId: string;
+  /** The config file with flags and `--set` overrides applied and validated, or the defaults when `help` is true. */
+  config: RunConfig;
+  /** True when `--help` or `-h` was given, in which case nothing else was parsed or read. */
+  help: boolean;
+}
+
+/** Inputs of parseLaunchArgs besides argv, replaceable in tests. */
+export interface LaunchEnvironment {
+  /** Directory that relative paths and the default run directory are resolved against (default: process.cwd()). */
+  cwd?: string;
+  /** Start time used for the run id (default: now). */
+  now?: Date;
+}
+
+const OPTIONS = {
+  gpus: { type: 'string' },
+  config: { type: 'string' },
+  'max-steps': { type: 'string' },
+  epochs: { type: 'string' },
+  seed: { type: 'string' },
+  'run-dir': { type: 'string' },
+  backend: { type: 'string' },
+  set: { type: 'string', multiple: true },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+const VALUE_FLAGS = new Set(Object.keys(OPTIONS).filter((name) => name !== 'help').map((name) => `--${name}`));
+const ALL_FLAGS = [...Object.keys(OPTIONS).map((name) => `--${name}`), '-h'];
+const HELP_HINT = 'run with --help for the options';
+const WORKERS_RULE: LeafRule = { kind: 'integer', min: 1 };
+const FLAG_EXAMPLES: Readonly<Record<string, string>> = {
+  '--gpus': '2',
+  '--config': 'configs/brown-pos.json',
+  '--max-steps': '100',
+  '--epochs': '1',
+  '--seed': '1234',
+  '--run-dir': 'runs/trial',
+  '--backend': 'wasm',
+  '--set': 'optimizer.lr=3e-4',
+};
+
+function usageError(message: string): RingtrainError {
+  return new RingtrainError('RINGTRAIN_ERR_USAGE', `${message}; ${HELP_HINT}`);
+}
+
+/**
+ * Rewrites `--flag value` as `--flag=value` for flags that take a value. node:util parseArgs rejects a
+ * separate value that starts with "-" as ambiguous, which would hide the real problem in `--seed -1`.
+ */
+function joinFlagValues(argv: readonly string[]): string[] {
+  const joined: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const token = argv[i];
+    if (token === '--') {
+      joined.push(...argv.slice(i));
+      break;
+    }
+    if (!VALUE_FLAGS.has(token)) {
+      joined.push(token);
+      continue;
+    }
+    const value = argv[i + 1];
+    const looksLikeFlag = value !== undefined && value.startsWith('-') && !/^-\d/.test(value);
+    if (value === undefined || looksLikeFlag) {
+      throw usageError(`option ${token} requires a value, e.g. ${token} ${FLAG_EXAMPLES[token] ?? 'VALUE'}`);
+    }
+    joined.push(`${token}=${value}`);
+    i++;
+  }
+  return joined;
+}
+
+/** Converts node:util parseArgs errors into usage errors that name the flag or argument. */
+function toUsageError(error: unknown): unknown {
+  const code = (error as { code?: string }).code;
+  const message = error instanceof Error ? error.message.split('\n')[0] : String(error);
+  if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+    const flag = /Unknown option '([^']+)'/.exec(message)?.[1] ?? message;
+    const matches = closestMatches(flag, ALL_FLAGS);
+    const suggestion = matches.length > 0 ? ` (did you mean ${matches.join(' or ')}?)` : '';
+    return usageError(`unknown option ${flag}${suggestion}`);
+  }
+  if (code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') {
+    const argument = /Unexpected argument '([^']+)'/.exec(message)?.[1] ?? message;
+    return usageError(`unexpected argument ${argument}; the launcher takes only options`);
+  }
+  if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
+    return usageError(message);
+  }
+  return error;
+}
+
+function parseFlags(argv: readonly string[]) {
+  try {
+    return parseArgs({ args: joinFlagValues(argv), options: OPTIONS, strict: true, allowPositionals: false }).values;
+  } catch (error) {
+    throw toUsageError(error);
+  }
+}
+
+/** Parses a decimal integer flag value and checks it against `rule`, throwing a usage error that names the flag. */
+function parseIntegerFlag(flag: string, text: string, rule: LeafRule): number {
+  const value = /^-?\d+$/.test(text) ? Number(text) : Number.NaN;
+  if (!ruleAllows(rule, value)) {
+    throw usageError(`${flag} must be ${describeRule(rule)} (got ${describeFlagValue(text)})`);
+  }
+  return value;
+}
+
+function parsePathFlag(flag: string, text: string, cwd: string): string {
+  if (text === '') {
+    throw usageError(`${flag} must be a path (got an empty value)`);
+  }
+  return resolve(cwd, text);
+}
+
+function describeFlagValue(text: string): string {
+  return text === '' ? 'an empty value' : text;
+}
+
+let cachedPackageRoot: string | undefined;
+
+/**
+ * Returns the folder of ringtrain's package.json by walking up from this module, so the result is the same
+ * whether the module runs compiled from dist/src/launcher or from the source tree in src/launcher.
+ * Throws a ConfigError when no package.json named ringtrain is found.
+ */
+export function packageRoot(): string {
+  if (cachedPackageRoot !== undefined) {
+    return cachedPackageRoot;
+  }
+  const start = dirname(fileURLToPath(import.meta.url));
+  let directory = start;
+  // Bounded by the depth of the file system: dirname of the root is the root itself.
+  for (;;) {
+    try {
+      const manifest = JSON.parse(readFileSync(join(directory, 'package.json'), 'utf8')) as { name?: unknown };
+      if (manifest.name === 'ringtrain') {
+        cachedPackageRoot = directory;
+        return directory;
+      }
+    } catch {
+      // No readable package.json here, so keep walking up.
+    }
+    const parent = dirname(directory);
+    if (parent === directory) {
+      throw new ConfigError(`cannot find the ringtrain package.json above ${start}; pass the config file with --config`);
+    }
+    directory = parent;
+  }
+}
+
+/** Returns the absolute path of configs/brown-pos.json in the package, the config used without --config. */
+export function defaultConfigPath(): string {
+  return join(packageRoot(), 'configs', 'brown-pos.json');
+}
+
+/** Builds a run id from the UTC time `now` and 4 hex digits, e.g. `20261204-213015-a3f9`. */
+export function makeRunId(now: Date = new Date(), hex: string = randomBytes(2).toString('hex')): string {
+  const pad = (value: number): string => String(value).padStart(2, '0');
+  const date = `${now.getUTCFullYear()}${pad(now.getUTCMonth() + 1)}${pad(now.getUTCDate())}`;
+  const time = `${pad(now.getUTCHours())}${pad(now.getUTCMinutes())}${pad(now.getUTCSeconds())}`;
+  return `${date}-${time}-${hex}`;
+}
+
+/** Reports whether argv requests help before any `--` terminator. */
+function wantsHelp(argv: readonly string[]): boolean {
+  const end = argv.indexOf('--');
+  const options = end < 0 ? argv : argv.slice(0, end);
+  return options.includes('--help') || options.includes('-h');
+}
+
+/**
+ * Parses the launcher's command line (without the node and script paths) and resolves the run config.
+ *
+ * The config is built in this order: the config file (keys it omits take their defaults), then --max-steps,
+ * --epochs, --seed and --backend, then each --set from left to right, and the result is validated again.
+ * With --help or -h nothing else is parsed or read, and `config` contains the defaults.
+ * Throws a RingtrainError with code RINGTRAIN_ERR_USAGE for an unknown option, a missing or invalid flag value
+ * or a positional argument, and a ConfigError for an invalid config file, --set override or config key.
+ */
+export function parseLaunchArgs(argv: readonly string[], environment: LaunchEnvironment = {}): LaunchOptions {
+  const cwd = environment.cwd ?? process.cwd();
+  const runId = makeRunId(environment.now ?? new Date());
+  const defaultRunDir = resolve(cwd, 'runs', runId);
+
+  if (wantsHelp(argv)) {
+    return { workers: 1, configPath: defaultConfigPath(), runDir: defaultRunDir, runId, config: defaultConfig(), help: true };
+  }
+
+  const values = parseFlags(argv);
+
+  const workers = values.gpus === undefined ? 1 : parseIntegerFlag('--gpus', values.gpus, WORKERS_RULE);
+  const configPath = values.config === undefined ? defaultConfigPath() : parsePathFlag('--config', values.config, cwd);
+  const runDir = values['run-dir'] === undefined ? defaultRunDir : parsePathFlag('--run-dir', values['run-dir'], cwd);
+
+  const fileConfig = loadConfig(configPath);
+  if (values['max-steps'] !== undefined) {
+    fileConfig.train.maxSteps = parseIntegerFlag('--max-steps', values['max-steps'], CONFIG_SCHEMA.train.maxSteps);
+  }
+  if (values.epochs !== undefined) {
+    fileConfig.train.epochs = parseIntegerFlag('--epochs', values.epochs, CONFIG_SCHEMA.train.epochs);
+  }
+  if (values.seed !== undefined) {
+    fileConfig.seed = parseIntegerFlag('--seed', values.seed, CONFIG_SCHEMA.seed);
+  }
+  if (values.backend !== undefined) {
+    if (!ruleAllows(CONFIG_SCHEMA.backend, values.backend)) {
+      throw usageError(`--backend must be ${describeRule(CONFIG_SCHEMA.backend)} (got ${describeFlagValue(values.backend)})`);
+    }
+    fileConfig.backend = values.backend as BackendName;
+  }
+  const config = applyOverrides(fileConfig, values.set ?? []);
+
+  if (config.train.globalBatchSize < workers) {
+    throw new ConfigError(
+      `train.globalBatchSize (${config.train.globalBatchSize}) must be at least --gpus (${workers}) so that every ` +
+        `worker gets a sentence of each batch; raise it with --set train.globalBatchSize=${workers} or lower --gpus`,
+    );
+  }
+
+  return { workers, configPath, runDir, runId, config, help: false };
+}
+
+/** Returns the launcher's --help text: what each option sets, its unit and default, and two examples. */
+export function helpText(): string {
+  const defaults = DEFAULT_CONFIG;
+  const rule = (leaf: LeafRule): string => describeRule(leaf).replace(/^an? /, '');
+  return `Usage: npm run launch -- [options]
+   or: node dist/src/launcher/main.js [options]
+
+Starts a coordinator and one worker process per device on this machine and trains the
+configured task data-parallel. The run config is built from the config file, then
+--max-steps, --epochs, --seed and --backend, then each --set from left to right.
+Config defaults below are those of configs/brown-pos.json.
+
+Options:
+  --gpus N          Worker processes to start on this node, one per device
+                    (${rule(WORKERS_RULE)}; default 1). Workers run on the CPU when
+                    fewer GPUs are found.
+  --config FILE     JSON run config; keys it leaves out take their defaults
+                    (default: configs/brown-pos.json in the package).
+  --max-steps N     Stop after N optimizer steps, 0 for no limit beyond the epochs
+                    (sets train.maxSteps, ${rule(CONFIG_SCHEMA.train.maxSteps)}; default ${defaults.train.maxSteps}).
+  --epochs N        Passes over the training split
+                    (sets train.epochs, ${rule(CONFIG_SCHEMA.train.epochs)}; default ${defaults.train.epochs}).
+  --seed N          Random seed of the run
+                    (sets seed, ${rule(CONFIG_SCHEMA.seed)}; default ${defaults.seed}).
+  --backend NAME    tfjs backend, ${describeRule(CONFIG_SCHEMA.backend)} (sets backend; default ${defaults.backend}).
+                    auto tries tensorflow, then wasm, then cpu.
+  --run-dir DIR     Folder for the run's logs and resolved config (default:
+                    runs/RUN_ID in the current directory, where RUN_ID is the UTC start
+                    time plus 4 random hex digits, e.g. 20261204-213015-a3f9).
+  --set KEY=VALUE   Override one config key, e.g. --set optimizer.lr=3e-4 (repeatable).
+                    VALUE is read as JSON when it parses and as text otherwise.
+                    docs/config.md lists every key with its range and default.
+  -h, --help        Print this help and exit.
+
+Examples:
+  npm run launch -- --gpus 2 --max-steps 200
+  npm run launch -- --gpus 2 --config configs/brown-pos.json --set optimizer.lr=3e-4 --set train.globalBatchSize=128
+`;
+}

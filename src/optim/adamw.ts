@@ -1,0 +1,203 @@
+/**
+ * AdamW over flat Float32Array buffers, written in plain JavaScript instead of tfjs ops so that every rank
+ * computes bit-identical parameters from the same reduced gradients, whatever tfjs backend it runs.
+ */
+import type { OptimizerConfig } from '../config/types.js';
+import type { ParameterSpec } from '../models/model.js';
+import { clipByGlobalNorm } from './clip.js';
+import { learningRateAt } from './schedule.js';
+
+/** Optimizer state that a checkpoint needs to resume a run bit for bit. */
+export interface AdamWState {
+  /** Optimizer steps completed so far. */
+  step: number;
+  /** Exponential moving average of the gradients (m), one entry per parameter element. */
+  firstMoment: Float32Array;
+  /** Exponential moving average of the squared gradients (v), one entry per parameter element. */
+  secondMoment: Float32Array;
+}
+
+/** Result of one AdamW step, for logging. */
+export interface AdamWStepResult {
+  /** Learning rate used by this step. */
+  lr: number;
+  /** Global L2 norm of the gradients before clipping. */
+  gradNorm: number;
+  /** Whether the gradients were scaled down to `clipNorm`. */
+  clipped: boolean;
+}
+
+/** A run of consecutive parameter elements that share the weight-decay flag. */
+interface DecaySegment {
+  start: number;
+  end: number;
+  decay: boolean;
+}
+
+/** Counts the elements of every parameter in `specs`. A shape of `[]` is a scalar with one element. */
+export function countParameters(specs: readonly ParameterSpec[]): number {
+  let total = 0;
+  for (const spec of specs) {
+    total += elementCount(spec);
+  }
+  return total;
+}
+
+function elementCount(spec: ParameterSpec): number {
+  let count = 1;
+  for (const dimension of spec.shape) {
+    if (!Number.isSafeInteger(dimension) || dimension < 0) {
+      throw new RangeError(
+        `parameter ${spec.name} has an invalid shape [${spec.shape.join(', ')}]; dimensions must be integers of at least 0`,
+      );
+    }
+    count *= dimension;
+  }
+  return count;
+}
+
+/** Merges neighbouring specs with the same decay flag so that the update loop branches once per segment. */
+function buildSegments(specs: readonly ParameterSpec[]): DecaySegment[] {
+  const segments: DecaySegment[] = [];
+  let offset = 0;
+  for (const spec of specs) {
+    const end = offset + elementCount(spec);
+    const last = segments[segments.length - 1];
+    if (last !== undefined && last.decay === spec.decay) {
+      last.end = end;
+    } else if (end > offset) {
+      segments.push({ start: offset, end, decay: spec.decay });
+    }
+    offset = end;
+  }
+  return segments;
+}
+
+/**
+ * AdamW (Adam with decoupled weight decay, Loshchilov and Hutter, "Decoupled Weight Decay Regularization",
+ * ICLR 2019) over parameters laid end to end in ParameterSpec order.
+ *
+ * Each `step` clips the gradients to `clipNorm` (when it is above 0), takes the learning rate from
+ * `learningRateAt`, and then updates every element i:
+ *   m = beta1 * m + (1 - beta1) * g
+ *   v = beta2 * v + (1 - beta2) * g * g
+ *   p = p * (1 - lr * weightDecay)   (only for specs with decay = true)
+ *   p = p - (lr / (1 - beta1^t)) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+ * Arithmetic is float64 per element, and m, v and p are stored as float32. The element order is fixed, so
+ * equal inputs give equal bits on every rank, and a state restored with `loadState` continues bit for bit.
+ */
+export class AdamW {
+  /** Number of float32 elements that `parameters` and `gradients` must have. */
+  readonly parameterCount: number;
+  /** Length of the run, which sets the end of the cosine decay. */
+  readonly totalSteps: number;
+
+  private readonly config: Readonly<OptimizerConfig>;
+  private readonly segments: readonly DecaySegment[];
+  private readonly firstMoment: Float32Array;
+  private readonly secondMoment: Float32Array;
+  private completedSteps = 0;
+
+  /**
+   * Creates an optimizer with zeroed moments for the parameters described by `specs`.
+   * `config` is expected to be validated already. Throws a RangeError when `totalSteps` is not an integer of
+   * at least 1 or a spec has an invalid shape.
+   */
+  constructor(specs: readonly ParameterSpec[], config: OptimizerConfig, totalSteps: number) {
+    if (!Number.isSafeInteger(totalSteps) || totalSteps < 1) {
+      throw new RangeError(`AdamW totalSteps must be an integer of at least 1 (got ${totalSteps})`);
+    }
+    this.parameterCount = countParameters(specs);
+    this.totalSteps = totalSteps;
+    this.config = Object.freeze({ ...config });
+    this.segments = buildSegments(specs);
+    this.firstMoment = new Float32Array(this.parameterCount);
+    this.secondMoment = new Float32Array(this.parameterCount);
+  }
+
+  /** Optimizer steps completed so far. The next step uses step number `stepCount + 1`. */
+  get stepCount(): number {
+    return this.completedSteps;
+  }
+
+  /**
+   * Applies one update to `parameters` in place. `gradients` are clipped in place first, so the caller sees the
+   * clipped values afterwards.
+   *
+   * Throws a RangeError, before changing anything, when a buffer length differs from `parameterCount` or the
+   * gradient norm is NaN or Infinity.
+   */
+  step(parameters: Float32Array, gradients: Float32Array): AdamWStepResult {
+    this.checkLength('parameters', parameters.length);
+    this.checkLength('gradients', gradients.length);
+
+    const { beta1, beta2, eps, weightDecay, clipNorm } = this.config;
+    const stepNumber = this.completedSteps + 1;
+
+    const { norm, scale } = clipByGlobalNorm(gradients, clipNorm);
+    if (!Number.isFinite(norm)) {
+      throw new RangeError(
+        `gradient global norm is ${norm} at optimizer step ${stepNumber}; the parameters were left unchanged. ` +
+          'Lower optimizer.lr or enable clipping with optimizer.clipNorm',
+      );
+    }
+
+    const lr = learningRateAt(stepNumber, this.totalSteps, this.config);
+    const oneMinusBeta1 = 1 - beta1;
+    const oneMinusBeta2 = 1 - beta2;
+    const stepSize = lr / (1 - beta1 ** stepNumber);
+    const sqrtBiasCorrection2 = Math.sqrt(1 - beta2 ** stepNumber);
+    const decayFactor = 1 - lr * weightDecay;
+    const m = this.firstMoment;
+    const v = this.secondMoment;
+
+    for (const segment of this.segments) {
+      const shrink = segment.decay ? decayFactor : 1;
+      for (let i = segment.start; i < segment.end; i++) {
+        const g = gradients[i];
+        m[i] = beta1 * m[i] + oneMinusBeta1 * g;
+        v[i] = beta2 * v[i] + oneMinusBeta2 * g * g;
+        // Reads m and v back after the float32 store, so a run resumed from saved moments matches exactly.
+        const denominator = Math.sqrt(v[i]) / sqrtBiasCorrection2 + eps;
+        parameters[i] = parameters[i] * shrink - (stepSize * m[i]) / denominator;
+      }
+    }
+
+    this.completedSteps = stepNumber;
+    return { lr, gradNorm: norm, clipped: scale < 1 };
+  }
+
+  /** Returns a copy of the optimizer state for a checkpoint. */
+  exportState(): AdamWState {
+    return {
+      step: this.completedSteps,
+      firstMoment: this.firstMoment.slice(),
+      secondMoment: this.secondMoment.slice(),
+    };
+  }
+
+  /**
+   * Replaces the optimizer state with a copy of `state`, e.g. from a checkpoint.
+   * Throws a RangeError when the moment lengths differ from `parameterCount` or the step is not an integer
+   * of at least 0.
+   */
+  loadState(state: AdamWState): void {
+    if (!Number.isSafeInteger(state.step) || state.step < 0) {
+      throw new RangeError(`AdamW state step must be an integer of at least 0 (got ${state.step})`);
+    }
+    this.checkLength('state.firstMoment', state.firstMoment.length);
+    this.checkLength('state.secondMoment', state.secondMoment.length);
+    this.firstMoment.set(state.firstMoment);
+    this.secondMoment.set(state.secondMoment);
+    this.completedSteps = state.step;
+  }
+
+  private checkLength(what: string, length: number): void {
+    if (length !== this.parameterCount) {
+      throw new RangeError(
+        `AdamW ${what} has ${length} elements but the model has ${this.parameterCount} parameters; ` +
+          'pass a buffer laid out in ParameterSpec order (use subarray to drop extra slots)',
+      );
+    }
+  }
+}

@@ -1,0 +1,52 @@
+/**
+ * Gradient clipping by global L2 norm over one flat buffer.
+ */
+
+/** The outcome of clipByGlobalNorm. */
+export interface ClipResult {
+  /** Global L2 norm of the gradients before clipping, or NaN or Infinity when a gradient is not finite. */
+  norm: number;
+  /** Factor the gradients were multiplied by: `maxNorm / norm` when clipped, otherwise 1. */
+  scale: number;
+}
+
+/**
+ * Computes the L2 norm of `values`, summing squares in float64 from index 0 upwards.
+ * The fixed order makes the result identical on every rank that has the same values.
+ */
+export function globalNorm(values: Float32Array): number {
+  let sumOfSquares = 0;
+  for (let i = 0; i < values.length; i++) {
+    const value = values[i];
+    sumOfSquares += value * value;
+  }
+  return Math.sqrt(sumOfSquares);
+}
+
+/**
+ * Scales `gradients` in place so that their global L2 norm is at most `maxNorm`, and returns the norm measured
+ * before scaling together with the factor applied.
+ *
+ * A `maxNorm` of 0 disables clipping, but the norm is still measured. Gradients whose norm is at most
+ * `maxNorm`, and gradients whose norm is NaN or Infinity, are left unchanged with scale 1: scaling cannot
+ * repair a non-finite gradient, so the caller decides what to do with it.
+ * Throws a RangeError when `maxNorm` is negative or not finite.
+ */
+export function clipByGlobalNorm(gradients: Float32Array, maxNorm: number): ClipResult {
+  if (!Number.isFinite(maxNorm) || maxNorm < 0) {
+    throw new RangeError(
+      `maxNorm must be a finite number of at least 0 (got ${maxNorm}); 0 disables clipping, see optimizer.clipNorm`,
+    );
+  }
+
+  const norm = globalNorm(gradients);
+  if (maxNorm === 0 || !Number.isFinite(norm) || norm <= maxNorm) {
+    return { norm, scale: 1 };
+  }
+
+  const scale = maxNorm / norm;
+  for (let i = 0; i < gradients.length; i++) {
+    gradients[i] *= scale;
+  }
+  return { norm, scale };
+}
