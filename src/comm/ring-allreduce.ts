@@ -1,0 +1,340 @@
+/**
+ * The ring all-reduce that workers use to sum gradients. Ranks 0..N-1 form a ring in rank order. Each rank
+ * dials its previous neighbour and accepts its next neighbour on its RingListener, and data flows from
+ * each rank to the next. docs/ring-wire.md describes the wire format.
+ *
+ * Results are deterministic. Each chunk of the buffer is summed along one path around the ring, in a fixed
+ * order that starts at the rank owning the chunk. The final sums are then copied bit for bit to every rank.
+ * Every rank therefore ends with identical bits, and a rerun with the same inputs and the same rank
+ * assignment gives the same bits. The slice size does not change the result, because slicing never
+ * changes which values are added in which order.
+ */
+import { endianness } from 'node:os';
+import type { Logger } from 'pino';
+import { hasCode } from '../errors.js';
+import { CollectiveBuffers, runRingAllReduce } from './ring-collective.js';
+import { dialPrevious, type RingPeerAddress } from './ring-dial.js';
+import { FRAME_HEADER_BYTES } from './ring-frame.js';
+import { CLOSE_ABORTED, CLOSE_NORMAL, MAX_HANDSHAKE_BYTES } from './ring-hello.js';
+import { normalCloseReason, type LinkFailure, type RingLink } from './ring-link.js';
+import type { RingListener } from './ring-listener.js';
+
+export type { RingPeerAddress } from './ring-dial.js';
+
+/** Default size of the slices that a rank cuts its own chunk into; 1 MiB. */
+export const DEFAULT_SLICE_BYTES = 1024 * 1024;
+
+/** Time that `close()` waits for a neighbour's close frame before destroying the socket. */
+const CLOSE_GRACE_MS = 2000;
+
+/** Options of `Ring.connect`. */
+export interface RingConnectOptions {
+  /** This worker's listener, opened before it joined the coordinator. */
+  listener: RingListener;
+  rank: number;
+  worldSize: number;
+  /** Run id; links from another run are rejected. */
+  runId: string;
+  /** Listener address of rank (rank - 1) mod worldSize. */
+  previous: RingPeerAddress;
+  /** Listener address of rank (rank + 1) mod worldSize; that rank dials in, so this is used for logs only. */
+  next: RingPeerAddress;
+  /** Limit on every wait inside a collective, in milliseconds; also the connect limit unless connectTimeoutMs is set. */
+  timeoutMs: number;
+  /** Time allowed for dialing the previous rank and being dialed by the next, in milliseconds; default timeoutMs. */
+  connectTimeoutMs?: number;
+  logger: Logger;
+  /**
+   * Largest payload of a frame this rank sends, in bytes (rounded down to whole float32 values); smaller
+   * slices overlap sending, receiving and adding more finely. Default DEFAULT_SLICE_BYTES.
+   */
+  sliceBytes?: number;
+  /**
+   * Largest WebSocket message accepted from the previous neighbour, in bytes. It must fit the 32-byte
+   * header plus the previous neighbour's sliceBytes, and the 4096-byte handshake limit. The default is
+   * the larger of the two, computed with this rank's sliceBytes.
+   */
+  maxPayload?: number;
+}
+
+type RingState = 'open' | 'running' | 'closed';
+
+/** A connected ring of `worldSize` ranks that sums Float32Arrays across all of them. */
+export class Ring {
+  readonly rank: number;
+  readonly worldSize: number;
+  readonly runId: string;
+  private readonly logger: Logger;
+  private readonly timeoutMs: number;
+  private readonly sliceElements: number;
+  private readonly previous: RingLink | null;
+  private readonly next: RingLink | null;
+  private readonly buffers = new CollectiveBuffers();
+  private state: RingState = 'open';
+  private failure: Error | null = null;
+  /** A neighbour's normal close that arrived after it completed the running collective; applied when it ends. */
+  private closeAfterCollective: Error | null = null;
+  private sequence = 0;
+  private completed = 0;
+
+  private constructor(options: RingConnectOptions, sliceElements: number, previous: RingLink | null, next: RingLink | null) {
+    this.rank = options.rank;
+    this.worldSize = options.worldSize;
+    this.runId = options.runId;
+    this.logger = options.logger;
+    this.timeoutMs = options.timeoutMs;
+    this.sliceElements = sliceElements;
+    this.previous = previous;
+    this.next = next;
+    previous?.onFailure((failure) => this.handleLinkFailure(failure));
+    next?.onFailure((failure) => this.handleLinkFailure(failure));
+  }
+
+  /**
+   * Connects this rank to its ring neighbours: dials `previous` and accepts `next` on `listener`, both within
+   * `connectTimeoutMs` (default `timeoutMs`). World size 1 opens no sockets. Raises RINGTRAIN_ERR_COLLECTIVE_TIMEOUT when a neighbour does
+   * not connect in time and RINGTRAIN_ERR_PROTOCOL when a neighbour belongs to another run, rank or world size.
+   */
+  static async connect(options: RingConnectOptions): Promise<Ring> {
+    const sliceElements = validateOptions(options);
+    const { rank, worldSize, runId, logger } = options;
+    if (worldSize === 1) {
+      logger.info({ rank, worldSize, runId }, 'ring connected (single rank, no links)');
+      return new Ring(options, sliceElements, null, null);
+    }
+    const previousRank = (rank - 1 + worldSize) % worldSize;
+    const nextRank = (rank + 1) % worldSize;
+    const maxPayload = options.maxPayload ?? Math.max(FRAME_HEADER_BYTES + sliceElements * 4, MAX_HANDSHAKE_BYTES);
+    const connectTimeoutMs = options.connectTimeoutMs ?? options.timeoutMs;
+    const aborter = new AbortController();
+    const pendingAccept = options.listener.accept({ runId, rank: nextRank, worldSize }, rank, connectTimeoutMs);
+    const dial = dialPrevious({
+      address: options.previous,
+      runId,
+      localRank: rank,
+      previousRank,
+      worldSize,
+      timeoutMs: connectTimeoutMs,
+      maxPayload,
+      logger,
+      signal: aborter.signal,
+    });
+    const [dialed, accepted] = await Promise.allSettled([
+      dial.catch((error: unknown) => {
+        pendingAccept.cancel(error as Error);
+        throw error;
+      }),
+      pendingAccept.link.catch((error: unknown) => {
+        // The dial has the same deadline; letting it finish reports the more useful of two timeouts.
+        if (!hasCode(error, 'RINGTRAIN_ERR_COLLECTIVE_TIMEOUT')) {
+          aborter.abort(error);
+        }
+        throw error;
+      }),
+    ]);
+    if (dialed.status === 'rejected' || accepted.status === 'rejected') {
+      const links = [dialed, accepted].flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
+      await Promise.all(links.map((link) => link.close(CLOSE_ABORTED, `rank ${rank} failed to connect the ring`, 0)));
+      const reason = dialed.status === 'rejected' ? dialed.reason : (accepted as PromiseRejectedResult).reason;
+      logger.error({ err: reason, rank, worldSize, runId }, 'ring connect failed');
+      throw reason;
+    }
+    logger.info(
+      { rank, worldSize, runId, previous: options.previous, next: options.next, sliceBytes: sliceElements * 4 },
+      'ring connected',
+    );
+    return new Ring(options, sliceElements, dialed.value, accepted.value);
+  }
+
+  /** Number of allReduce calls started on this ring. */
+  get collectives(): number {
+    return this.sequence;
+  }
+
+  /**
+   * Sums `buffer` element-wise across all ranks, in place: reduce-scatter, then all-gather. Every rank must
+   * call it in the same order with a buffer of the same length. Rejects with RINGTRAIN_ERR_PROTOCOL (length
+   * or order mismatch, malformed frame), RINGTRAIN_ERR_PEER_CLOSED (a neighbour disconnected) or
+   * RINGTRAIN_ERR_COLLECTIVE_TIMEOUT (no progress for timeoutMs). After a rejection the ring is unusable and
+   * its links are closed, so every later call rejects with the same error.
+   */
+  async allReduce(buffer: Float32Array): Promise<void> {
+    if (!(buffer instanceof Float32Array)) {
+      throw new TypeError(`allReduce expects a Float32Array (got ${describeValue(buffer)})`);
+    }
+    if (buffer.length > 0xffffffff) {
+      throw new RangeError(`allReduce supports at most 2^32 - 1 elements (got ${buffer.length}); split the buffer`);
+    }
+    if (this.state === 'closed') {
+      throw new Error(`allReduce called on rank ${this.rank} after ring.close(); connect a new Ring`);
+    }
+    if (this.state === 'running') {
+      throw new Error(`allReduce called on rank ${this.rank} while another allReduce runs; await the previous call first`);
+    }
+    if (this.failure !== null) {
+      throw this.failure;
+    }
+    const sequence = this.sequence;
+    this.sequence = (this.sequence + 1) % 0x1_0000_0000;
+    if (this.previous === null || this.next === null) {
+      return;
+    }
+    this.state = 'running';
+    try {
+      await runRingAllReduce(
+        {
+          rank: this.rank,
+          worldSize: this.worldSize,
+          previous: this.previous,
+          next: this.next,
+          timeoutMs: this.timeoutMs,
+          sliceElements: this.sliceElements,
+          stagingSlots: 2,
+          buffers: this.buffers,
+        },
+        buffer,
+        sequence,
+      );
+      this.completed += 1;
+      this.applyCloseAfterCollective();
+    } catch (error) {
+      // close() during the collective already failed the links; the ring is gone, so nothing to abort.
+      if (!this.isClosed()) {
+        this.abort(error as Error, `ring all-reduce failed in collective ${sequence}`);
+      }
+      throw error;
+    } finally {
+      if (this.state === 'running') {
+        this.state = 'open';
+      }
+    }
+  }
+
+  /** Closes both links with a normal close; a pending allReduce rejects. Safe to call more than once. */
+  async close(): Promise<void> {
+    if (this.state === 'closed') {
+      return;
+    }
+    const wasRunning = this.state === 'running';
+    this.state = 'closed';
+    const closedError = new Error(`ring of rank ${this.rank} was closed while allReduce was running`);
+    for (const link of [this.previous, this.next]) {
+      link?.fail(closedError);
+    }
+    await Promise.all(
+      [this.previous, this.next].map((link) => link?.close(CLOSE_NORMAL, normalCloseReason(this.rank, this.completed), CLOSE_GRACE_MS)),
+    );
+    this.logger.info({ rank: this.rank, collectives: this.sequence, wasRunning }, 'ring closed');
+  }
+
+  private applyCloseAfterCollective(): void {
+    if (this.closeAfterCollective !== null && this.failure === null) {
+      this.failure = this.closeAfterCollective;
+      this.logger.info({ rank: this.rank, reason: this.failure.message }, 'ring neighbour closed the ring');
+    }
+  }
+
+  private isClosed(): boolean {
+    return this.state === 'closed';
+  }
+
+  /** Records `error`, rejects every wait and closes both links so the neighbours fail fast as well. */
+  private abort(error: Error, logMessage: string): void {
+    if (this.failure === null) {
+      this.failure = error;
+      this.logger.error({ err: error, rank: this.rank }, logMessage);
+    }
+    const reason = `rank ${this.rank} aborted: ${error.message}`;
+    for (const link of [this.previous, this.next]) {
+      if (link !== null) {
+        link.fail(error);
+        void link.close(CLOSE_ABORTED, reason, CLOSE_GRACE_MS);
+      }
+    }
+  }
+
+  private handleLinkFailure({ error, closeCode, peerCompleted }: LinkFailure): void {
+    if (this.state === 'closed' || this.failure !== null) {
+      return;
+    }
+    if (this.state === 'open' && closeCode === CLOSE_NORMAL) {
+      // A neighbour that closed between collectives is shutting down, so later calls fail without an abort.
+      this.failure = error;
+      this.logger.info({ rank: this.rank, reason: error.message }, 'ring neighbour closed the ring');
+      return;
+    }
+    if (this.state === 'running' && peerCompleted !== null && peerCompleted >= this.completed + 1) {
+      // The neighbour completed the running collective before closing, so every frame it sent for it is
+      // already on its way and it needs nothing more from this rank: let the collective finish.
+      this.closeAfterCollective ??= error;
+      return;
+    }
+    if (this.state === 'open') {
+      this.abort(error, 'ring link failed between collectives');
+      return;
+    }
+    // During a collective the waiting loop rejects with this error and aborts the ring itself.
+    this.previous?.fail(error);
+    this.next?.fail(error);
+  }
+}
+
+/** Validates the options of `Ring.connect` and returns the slice size in elements. */
+function validateOptions(options: RingConnectOptions): number {
+  const { rank, worldSize, runId, timeoutMs } = options;
+
+  if (endianness() !== 'LE') {
+    // NOTE: frames carry raw little-endian float32 bytes; a big-endian host would need byte swapping.
+    throw new Error(`ring all-reduce needs a little-endian host (this host is ${endianness()})`);
+  }
+  if (!Number.isInteger(worldSize) || worldSize < 1 || worldSize > 0xffffffff) {
+    throw new RangeError(`ring worldSize must be a positive integer (got ${String(worldSize)})`);
+  }
+  if (!Number.isInteger(rank) || rank < 0 || rank >= worldSize) {
+    throw new RangeError(`ring rank must be an integer from 0 to ${worldSize - 1} (got ${String(rank)})`);
+  }
+  if (typeof runId !== 'string' || runId.length === 0) {
+    throw new RangeError(`ring runId must be a non-empty string (got ${describeValue(runId)})`);
+  }
+  if (!(Number.isFinite(timeoutMs) && timeoutMs > 0)) {
+    throw new RangeError(`ring timeoutMs must be a positive number of milliseconds (got ${String(timeoutMs)}); set allreduce.timeoutMs`);
+  }
+
+  const { connectTimeoutMs } = options;
+  if (connectTimeoutMs !== undefined && !(Number.isFinite(connectTimeoutMs) && connectTimeoutMs > 0)) {
+    throw new RangeError(`ring connectTimeoutMs must be a positive number of milliseconds (got ${String(connectTimeoutMs)})`);
+  }
+
+  const sliceBytes = options.sliceBytes ?? DEFAULT_SLICE_BYTES;
+  if (!Number.isInteger(sliceBytes) || sliceBytes < 4) {
+    throw new RangeError(`ring sliceBytes must be an integer of at least 4 bytes (got ${String(sliceBytes)})`);
+  }
+  const sliceElements = Math.floor(sliceBytes / 4);
+  const minPayload = Math.max(FRAME_HEADER_BYTES + sliceElements * 4, MAX_HANDSHAKE_BYTES);
+  if (options.maxPayload !== undefined && !(Number.isInteger(options.maxPayload) && options.maxPayload >= minPayload)) {
+    throw new RangeError(
+      `ring maxPayload must be an integer of at least ${minPayload} bytes, the header plus sliceBytes and no less ` +
+        `than ${MAX_HANDSHAKE_BYTES} for the handshake ` +
+        `(got ${String(options.maxPayload)}); raise maxPayload or lower sliceBytes`,
+    );
+  }
+
+  if (worldSize > 1) {
+    for (const [name, address] of [['previous', options.previous], ['next', options.next]] as const) {
+      if (typeof address?.host !== 'string' || !Number.isInteger(address.port) || address.port < 1 || address.port > 65535) {
+        throw new RangeError(`ring ${name} address must have a host string and a port from 1 to 65535 (got ${JSON.stringify(address)})`);
+      }
+    }
+  }
+  return sliceElements;
+}
+
+function describeValue(value: unknown): string {
+  if (value === null) {
+    return 'null';
+  }
+  if (typeof value === 'object') {
+    return (value as object).constructor?.name ?? 'object';
+  }
+  return `${typeof value} ${String(value)}`;
+}

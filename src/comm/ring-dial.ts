@@ -1,0 +1,199 @@
+/**
+ * The dialing side of a ring link: each rank dials its previous neighbour and receives the bulk data on
+ * this client socket, because ws masks client-to-server frames and unmasking is several times slower.
+ */
+import type { Logger } from 'pino';
+import { WebSocket } from 'ws';
+import { RingtrainError } from '../errors.js';
+import {
+  CLOSE_REJECTED,
+  RING_PATH,
+  describeMismatch,
+  encodeHandshake,
+  parseHandshake,
+  toCloseReason,
+} from './ring-hello.js';
+import { RingLink } from './ring-link.js';
+
+/** A TCP address of a ring listener. */
+export interface RingPeerAddress {
+  host: string;
+  port: number;
+}
+
+/** Options of `dialPrevious`. */
+export interface DialOptions {
+  address: RingPeerAddress;
+  runId: string;
+  localRank: number;
+  previousRank: number;
+  worldSize: number;
+  /** Retries stop and the dial fails after this time. */
+  timeoutMs: number;
+  /** Largest data frame accepted from the previous neighbour, in bytes. */
+  maxPayload: number;
+  logger: Logger;
+  /** Aborting stops retries and closes a socket that is still in its handshake. */
+  signal: AbortSignal;
+}
+
+const FIRST_RETRY_DELAY_MS = 25;
+const MAX_RETRY_DELAY_MS = 1000;
+
+/** Outcome of one failed attempt: `final` failures (a rejected hello) are not retried. */
+class AttemptError extends Error {
+  readonly final: boolean;
+
+  constructor(message: string, final: boolean) {
+    super(message);
+    this.final = final;
+  }
+}
+
+/**
+ * Dials the previous neighbour's listener, sends the hello and resolves with the link once the welcome
+ * names the expected rank and run. Connection failures are retried with exponential backoff from 25 ms
+ * up to 1 s until `timeoutMs` has passed.
+ * Raises RINGTRAIN_ERR_PROTOCOL when the listener rejects the hello or its welcome names another rank or run.
+ * Raises RINGTRAIN_ERR_COLLECTIVE_TIMEOUT when no attempt succeeds in time.
+ */
+export async function dialPrevious(options: DialOptions): Promise<RingLink> {
+  const { address, logger } = options;
+  const url = `ws://${formatHost(address.host)}:${address.port}${RING_PATH}`;
+  const deadline = Date.now() + options.timeoutMs;
+  let delayMs = FIRST_RETRY_DELAY_MS;
+  let attempts = 0;
+  for (;;) {
+    attempts += 1;
+    const remainingMs = deadline - Date.now();
+    try {
+      const link = await attempt(url, options, remainingMs);
+      logger.debug({ url, attempts }, 'ring dial succeeded');
+      return link;
+    } catch (error) {
+      if (options.signal.aborted) {
+        throw options.signal.reason;
+      }
+      const failure = error as AttemptError;
+      if (failure.final) {
+        throw new RingtrainError(
+          'RINGTRAIN_ERR_PROTOCOL',
+          `rank ${options.localRank} dialed its previous neighbour rank ${options.previousRank} at ${url}, ` +
+            `but the handshake failed: ${failure.message}; check that the coordinator sent the same run id and ` +
+            'ring addresses to every worker',
+        );
+      }
+      const waitMs = Math.min(delayMs, deadline - Date.now());
+      if (waitMs <= 0) {
+        throw new RingtrainError(
+          'RINGTRAIN_ERR_COLLECTIVE_TIMEOUT',
+          `rank ${options.localRank} could not connect to its previous neighbour rank ${options.previousRank} at ` +
+            `${url} within ${options.timeoutMs} ms after ${attempts} attempts (last error: ${failure.message}); ` +
+            `check that rank ${options.previousRank} is running and listening there, or raise allreduce.timeoutMs`,
+        );
+      }
+      logger.debug({ url, attempts, err: failure.message, retryInMs: waitMs }, 'ring dial failed, retrying');
+      await sleep(waitMs, options.signal);
+      delayMs = Math.min(delayMs * 2, MAX_RETRY_DELAY_MS);
+    }
+  }
+}
+
+function attempt(url: string, options: DialOptions, remainingMs: number): Promise<RingLink> {
+  const { address } = options;
+  return new Promise<RingLink>((resolve, reject) => {
+    const socket = new WebSocket(url, {
+      perMessageDeflate: false,
+      maxPayload: options.maxPayload,
+      handshakeTimeout: Math.max(1, Math.min(remainingMs, 5000)),
+    });
+    let settled = false;
+    const fail = (error: AttemptError, closeCode?: number): void => {
+      if (settled) {
+        return;
+      }
+      settled = true;
+      clearTimeout(attemptTimer);
+      options.signal.removeEventListener('abort', onAbort);
+      if (closeCode === undefined) {
+        socket.terminate();
+      } else {
+        // Send the close frame so the listener logs the reason; destroy the socket if it never replies.
+        socket.close(closeCode, toCloseReason(error.message));
+        setTimeout(() => socket.terminate(), 1000).unref();
+      }
+      reject(error);
+    };
+    const onAbort = (): void => fail(new AttemptError('dial aborted', true));
+    options.signal.addEventListener('abort', onAbort);
+    // handshakeTimeout covers only the HTTP upgrade; this also bounds the wait for the welcome.
+    const attemptTimer = setTimeout(() => {
+      fail(new AttemptError(`no welcome within ${Math.round(remainingMs)} ms`, false));
+    }, Math.max(1, remainingMs));
+    const expected = { runId: options.runId, rank: options.previousRank, worldSize: options.worldSize };
+
+    socket.on('unexpected-response', (request, response) => {
+      request.destroy();
+      fail(new AttemptError(`listener responded with HTTP ${response.statusCode} instead of a WebSocket upgrade`, true));
+    });
+    socket.on('error', (error: Error) => fail(new AttemptError(error.message, false)));
+    socket.on('close', (code: number, reason: Buffer) => {
+      const text = reason.toString('utf8');
+      fail(new AttemptError(`listener closed the connection (code ${code}${text ? `: ${text}` : ''})`, code === CLOSE_REJECTED));
+    });
+    socket.on('open', () => {
+      socket.send(encodeHandshake('hello', options.runId, options.localRank, options.worldSize));
+    });
+    socket.once('message', (data: Buffer, isBinary: boolean) => {
+      if (settled) {
+        return;
+      }
+      let mismatch: string | null;
+      try {
+        const welcome = parseHandshake(data, isBinary, 'welcome', `listener ${url}`);
+        mismatch = describeMismatch(welcome, expected);
+      } catch (error) {
+        mismatch = (error as Error).message;
+      }
+      if (mismatch !== null) {
+        fail(new AttemptError(`the welcome does not match: ${mismatch}`, true), CLOSE_REJECTED);
+        return;
+      }
+      settled = true;
+      clearTimeout(attemptTimer);
+      options.signal.removeEventListener('abort', onAbort);
+      resolve(
+        new RingLink(socket, {
+          peerRank: options.previousRank,
+          localRank: options.localRank,
+          role: 'previous',
+          remote: `${formatHost(address.host)}:${address.port}`,
+          logger: options.logger,
+        }),
+      );
+    });
+  });
+}
+
+/** Brackets an IPv6 literal so it can sit in a URL. */
+function formatHost(host: string): string {
+  return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) {
+      reject(signal.reason);
+      return;
+    }
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
