@@ -1,0 +1,142 @@
+/**
+ * Matrix products with gradients that suit the tfjs backend in use.
+ *
+ * tfjs's built-in matMul gradient calls matMul with `transposeA`/`transposeB` set. On the WASM backend
+ * (tfjs 4.22) such a call is several times slower than transposing explicitly and multiplying plainly, while on
+ * the pure-JS cpu backend the explicit transpose is the slower route. Column sums (bias gradients) are also
+ * cheaper on WASM as a product with a row of ones than through `tf.sum(x, 0)`.
+ */
+import * as tf from '@tensorflow/tfjs';
+
+/** Gradient route of matrix products: explicit transposes, or tfjs's built-in gradients. */
+export type MatMulStrategy = 'explicit-transpose' | 'built-in';
+
+/** Returns the faster strategy for a backend name: explicit transposes on `wasm`, tfjs's own gradients elsewhere. */
+export function preferredStrategy(backendName: string = tf.getBackend()): MatMulStrategy {
+  return backendName === 'wasm' ? 'explicit-transpose' : 'built-in';
+}
+
+/** A 2-D product `a @ b`. */
+export type MatMul2D = (a: tf.Tensor2D, b: tf.Tensor2D) => tf.Tensor2D;
+
+/** A 2-D affine map `x @ kernel + bias` with `x` of shape [rows, in], `kernel` [in, out], `bias` [out]. */
+export type Dense = (x: tf.Tensor2D, kernel: tf.Tensor2D, bias: tf.Tensor1D) => tf.Tensor2D;
+
+/** A batched product `a @ b` (or `a @ bᵀ` when `transposeB`) of 3-D tensors with equal batch sizes. */
+export type BatchMatMul = (a: tf.Tensor3D, b: tf.Tensor3D, transposeB: boolean) => tf.Tensor3D;
+
+/** The forward value and gradient rule of a custom-gradient op. */
+export interface CustomGradientResult {
+  value: tf.Tensor;
+  gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor | tf.Tensor[];
+}
+
+/**
+ * Wraps `tf.customGrad` so that `f` receives its tensor inputs as an array and the save function separately.
+ * The returned op must be called with as many tensors as `gradFunc` returns gradients.
+ */
+export function customGradient(
+  f: (inputs: tf.Tensor[], save: tf.GradSaveFunc) => CustomGradientResult,
+): (...inputs: tf.Tensor[]) => tf.Tensor {
+  return tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
+    const save = args[args.length - 1] as tf.GradSaveFunc;
+    return f(args.slice(0, -1) as tf.Tensor[], save);
+  });
+}
+
+/** Returns the column sums of a 2-D tensor as a 1-D tensor. */
+export function columnSums(x: tf.Tensor2D, strategy: MatMulStrategy): tf.Tensor1D {
+  if (strategy === 'built-in') {
+    return tf.sum(x, 0);
+  }
+  const ones = tf.ones([1, x.shape[0]]) as tf.Tensor2D;
+  return tf.reshape(tf.matMul(ones, x), [x.shape[1]]);
+}
+
+/** A 2-D product whose gradient transposes explicitly and then multiplies without transpose flags. */
+const explicitTransposeMatMul = customGradient(
+  ([a, b], save) => {
+    save([a, b]);
+    return {
+      value: tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [savedA, savedB] = saved as tf.Tensor2D[];
+        const dyMatrix = dy as tf.Tensor2D;
+        return [tf.matMul(dyMatrix, tf.transpose(savedB)), tf.matMul(tf.transpose(savedA), dyMatrix)];
+      },
+    };
+  },
+) as MatMul2D;
+
+/** Returns a 2-D product for `strategy`; `built-in` is `tf.matMul` itself. */
+export function createMatMul(strategy: MatMulStrategy): MatMul2D {
+  return strategy === 'explicit-transpose' ? explicitTransposeMatMul : (a, b) => tf.matMul(a, b);
+}
+
+/** Returns `x @ kernel + bias` with one custom gradient for all three inputs, computed with `strategy`. */
+export function createDense(strategy: MatMulStrategy): Dense {
+  const dense = customGradient(([x, kernel, bias], save) => {
+    save([x, kernel]);
+    return {
+      value: tf.add(tf.matMul(x as tf.Tensor2D, kernel as tf.Tensor2D), bias),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [savedX, savedKernel] = saved as tf.Tensor2D[];
+        const dyMatrix = dy as tf.Tensor2D;
+        if (strategy === 'built-in') {
+          return [
+            tf.matMul(dyMatrix, savedKernel, false, true),
+            tf.matMul(savedX, dyMatrix, true, false),
+            tf.sum(dyMatrix, 0),
+          ];
+        }
+        return [
+          tf.matMul(dyMatrix, tf.transpose(savedKernel)),
+          tf.matMul(tf.transpose(savedX), dyMatrix),
+          columnSums(dyMatrix, strategy),
+        ];
+      },
+    };
+  });
+  return dense as Dense;
+}
+
+/** Swaps the last two axes of a 3-D tensor. */
+function transposeLast(x: tf.Tensor3D): tf.Tensor3D {
+  return tf.transpose(x, [0, 2, 1]);
+}
+
+/** A batched product whose gradient uses explicit transposes, for `transposeB` false. */
+const explicitBatchMatMul = customGradient(([a, b], save) => {
+  save([a, b]);
+  return {
+    value: tf.matMul(a as tf.Tensor3D, b as tf.Tensor3D),
+    gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+      const [savedA, savedB] = saved as tf.Tensor3D[];
+      const dyBatch = dy as tf.Tensor3D;
+      return [tf.matMul(dyBatch, transposeLast(savedB)), tf.matMul(transposeLast(savedA), dyBatch)];
+    },
+  };
+});
+
+/** A batched product `a @ bᵀ` whose gradient multiplies without transpose flags. */
+const explicitBatchMatMulTransposeB = customGradient(([a, b], save) => {
+  save([a, b]);
+  return {
+    value: tf.matMul(a as tf.Tensor3D, transposeLast(b as tf.Tensor3D)),
+    gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+      const [savedA, savedB] = saved as tf.Tensor3D[];
+      const dyBatch = dy as tf.Tensor3D;
+      // d(a @ bᵀ)/da = dy @ b and d(a @ bᵀ)/db = dyᵀ @ a.
+      return [tf.matMul(dyBatch, savedB), tf.matMul(transposeLast(dyBatch), savedA)];
+    },
+  };
+});
+
+/** Returns a batched 3-D product for `strategy`; `built-in` is `tf.matMul` with its own gradient. */
+export function createBatchMatMul(strategy: MatMulStrategy): BatchMatMul {
+  if (strategy === 'built-in') {
+    return (a, b, transposeB) => tf.matMul(a, b, false, transposeB);
+  }
+  return (a, b, transposeB) =>
+    (transposeB ? explicitBatchMatMulTransposeB(a, b) : explicitBatchMatMul(a, b)) as tf.Tensor3D;
+}
