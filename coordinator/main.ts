@@ -3,27 +3,30 @@
  * carries gradients. The launcher forks it with an IPC channel and this environment:
  *   RINGTRAIN_RUN_ID, RINGTRAIN_RUN_DIR, RINGTRAIN_CONFIG_FILE (the resolved config),
  *   RINGTRAIN_WORKERS_PER_NODE (comma-separated worker counts, one per node).
- * It sends the launcher `{ type: 'listening', url }` once workers can connect, and accepts
- * `{ type: 'workerExited', node, localRank, code, signal }` so that a dead worker fails the run at once.
+ *   RINGTRAIN_RESUME_FILE (optional checkpoint to resume from).
+ * Over IPC it sends the launcher `listening` {url} once workers can connect, `failed` {code, message, activity}
+ * before exiting with 1, and `stopped` {step, checkpoint} before exiting with 130 after a requested stop. It
+ * accepts `workerExited` {node, localRank, code, signal}, so a dead worker fails the run at once, and `stop`.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { readCheckpoint } from '../src/checkpoint/store.js';
 import { validateConfig } from '../src/config/validate.js';
+import { batchesPerEpoch } from '../src/data/batch-plan.js';
 import { RingtrainError } from '../src/errors.js';
 import { createLogger } from '../src/log/logger.js';
 import { RunLogSink } from '../src/log/run-log-sink.js';
 import { rendezvous, welcomeMessages } from './rendezvous.js';
 import { plannedSteps, runTraining } from './training-run.js';
-import { WorkerHub } from './worker-hub.js';
+import { describeWorker, WorkerHub } from './worker-hub.js';
 
-/** Message from the launcher about a worker process that ended. */
-interface WorkerExitedNotice {
-  type: 'workerExited';
-  node: number;
-  localRank: number;
-  code: number | null;
-  signal: string | null;
-}
+/** Messages from the launcher: a worker process ended, or the user asked the run to stop. */
+type LauncherNotice =
+  | { type: 'workerExited'; node: number; localRank: number; code: number | null; signal: string | null }
+  | { type: 'stop'; signal: string };
+
+/** Exit code of a coordinator whose run stopped on request after writing a checkpoint. */
+export const EXIT_STOPPED = 130;
 
 function requireEnvironment(name: string): string {
   const value = process.env[name];
@@ -34,44 +37,81 @@ function requireEnvironment(name: string): string {
   return value;
 }
 
+/** Returns the number of steps a checkpoint has completed, from its sampler position. */
+async function resumeStep(file: string, perEpoch: (trainSize: number) => number, trainSize: number): Promise<number> {
+  const checkpoint = await readCheckpoint(file);
+  return checkpoint.sampler.epoch * perEpoch(trainSize) + checkpoint.sampler.nextBatch;
+}
+
 async function main(): Promise<number> {
   const runId = requireEnvironment('RINGTRAIN_RUN_ID');
   const runDir = requireEnvironment('RINGTRAIN_RUN_DIR');
   const config = validateConfig(JSON.parse(readFileSync(requireEnvironment('RINGTRAIN_CONFIG_FILE'), 'utf8')));
   const workersPerNode = requireEnvironment('RINGTRAIN_WORKERS_PER_NODE').split(',').map(Number);
+  const resumeFile = process.env.RINGTRAIN_RESUME_FILE ?? '';
 
   const sink = new RunLogSink(join(runDir, 'logs.jsonl'));
   const logger = createLogger({ run: runId, node: 0, rank: null, role: 'coordinator' }, sink);
   const hub = await WorkerHub.listen(config.coordinator.host, config.coordinator.port, (line) => sink.write(line), logger);
+  hub.stallWarnMs = config.health.stallWarnMs;
   const url = `ws://${config.coordinator.host}:${hub.address.port}`;
-  logger.info({ url, workersPerNode, runDir }, 'coordinator listening');
+  logger.info({ url, workersPerNode, runDir, resumeFile: resumeFile === '' ? null : resumeFile }, 'coordinator listening');
 
-  process.on('message', (notice: WorkerExitedNotice) => {
+  let stopRequested = false;
+  process.on('SIGINT', () => logger.info('SIGINT ignored; the launcher stops the run'));
+  process.on('message', (notice: LauncherNotice) => {
+    if (notice.type === 'stop') {
+      stopRequested = true;
+      logger.warn({ signal: notice.signal }, 'stop requested; checkpointing at the next step boundary');
+      return;
+    }
     if (notice.type !== 'workerExited') return;
     const how = notice.signal !== null ? `was killed by ${notice.signal}` : `exited with code ${notice.code}`;
-    hub.fail(new RingtrainError('RINGTRAIN_ERR_WORKER_FAILED', `worker on node ${notice.node} local rank ${notice.localRank} ${how}`));
+    const worker = hub.connections.find((connection) => connection.join.node === notice.node && connection.join.localRank === notice.localRank);
+    const who = worker === undefined ? `worker on node ${notice.node} local rank ${notice.localRank}` : describeWorker(worker);
+    hub.fail(new RingtrainError('RINGTRAIN_ERR_WORKER_FAILED', `${who} ${how} during ${hub.currentActivity}`));
   });
   process.send?.({ type: 'listening', url });
 
   let exitCode = 0;
   try {
     const workers = await rendezvous(hub, { runId, workersPerNode }, config.coordinator.joinTimeoutMs, logger);
-    const totalSteps = plannedSteps(config, (workers[0] as (typeof workers)[number]).join.trainSize);
+    hub.monitorHeartbeats(config.health.heartbeatTimeoutMs);
+    const trainSize = (workers[0] as (typeof workers)[number]).join.trainSize;
+    const totalSteps = plannedSteps(config, trainSize);
+    const startStep = resumeFile === '' ? 0 : await resumeStep(resumeFile, (size) => batchesPerEpoch(size, config.train.globalBatchSize), trainSize);
     welcomeMessages(workers, totalSteps).forEach((welcome) => hub.send(welcome.rank, welcome));
     await hub.collect('ready');
     logger.info({ worldSize: workers.length }, 'all ring links connected');
 
-    const summary = await runTraining(hub, workers, config, runDir, sink, logger);
-    logger.info(
-      { steps: summary.steps, finalLoss: summary.finalLoss, trainSeconds: summary.trainSeconds, accuracy: summary.report.accuracy, runDir },
-      'run finished',
-    );
-    hub.broadcast({ type: 'shutdown', exitCode: 0, reason: 'run finished' });
+    const summary = await runTraining(hub, workers, config, runDir, { step: startStep }, () => stopRequested, sink, logger);
+    if (summary.stopped) {
+      exitCode = EXIT_STOPPED;
+      hub.broadcast({ type: 'shutdown', exitCode: 0, reason: 'stopped on request' });
+      process.send?.({ type: 'stopped', step: summary.steps, checkpoint: summary.lastCheckpoint });
+    } else {
+      logger.info(
+        {
+          steps: summary.steps,
+          finalLoss: summary.finalLoss,
+          trainSeconds: summary.trainSeconds,
+          skippedSteps: summary.skippedSteps,
+          accuracy: summary.report?.accuracy,
+          runDir,
+        },
+        'run finished',
+      );
+      hub.broadcast({ type: 'shutdown', exitCode: 0, reason: 'run finished' });
+    }
   } catch (error) {
     exitCode = 1;
     const code = error instanceof RingtrainError ? error.code : 'RINGTRAIN_ERR_WORKER_FAILED';
-    logger.error({ code, err: error }, `run failed: ${(error as Error).message}`);
-    hub.broadcast({ type: 'shutdown', exitCode: 1, reason: (error as Error).message });
+    const message = (error as Error).message;
+    // A RingtrainError's message is the whole story; a stack trace helps only for unexpected errors.
+    const details = error instanceof RingtrainError ? {} : { err: error };
+    logger.error({ code, activity: hub.currentActivity, ...details }, `run failed: ${message}`);
+    process.send?.({ type: 'failed', code, message, activity: hub.currentActivity });
+    hub.broadcast({ type: 'shutdown', exitCode: 1, reason: message });
   }
 
   await hub.close();

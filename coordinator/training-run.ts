@@ -11,12 +11,22 @@ import type { RunLogSink } from '../src/log/run-log-sink.js';
 import { ProgressDisplay } from './progress.js';
 import type { WorkerConnection, WorkerHub } from './worker-hub.js';
 
-/** What a finished run returns to the coordinator's entry point. */
+/** What a finished or stopped run returns to the coordinator's entry point. */
 export interface RunSummary {
+  /** Steps completed, counting those before a resume. */
   steps: number;
   finalLoss: number;
   trainSeconds: number;
-  report: Report;
+  skippedSteps: number;
+  /** Null when the run stopped on request before evaluation. */
+  report: Report | null;
+  stopped: boolean;
+  lastCheckpoint: string | null;
+}
+
+/** Where training starts: after `step` completed steps (0 for a fresh run). */
+export interface StartPoint {
+  step: number;
 }
 
 /** Returns the number of optimizer steps the run will take. */
@@ -35,14 +45,18 @@ export function plannedSteps(config: RunConfig, trainSize: number): number {
 
 /**
  * Drives training after rendezvous: sends every rank its shard of each global batch, checks that parameter
- * checksums agree, records per-step metrics, then runs the data-parallel evaluation and asks rank 0 to save the
- * final weights. Every wait goes through the hub, so a failed worker ends the run instead of hanging it.
+ * checksums agree, records per-step metrics, asks rank 0 for checkpoints, then runs the data-parallel evaluation
+ * and asks rank 0 to save the final weights. Every wait goes through the hub, so a failed worker ends the run
+ * instead of hanging it. When `stopRequested()` turns true, the run checkpoints at the next step boundary and
+ * returns without evaluating.
  */
 export async function runTraining(
   hub: WorkerHub,
   workers: readonly WorkerConnection[],
   config: RunConfig,
   runDir: string,
+  start: StartPoint,
+  stopRequested: () => boolean,
   sink: RunLogSink,
   logger: Logger,
 ): Promise<RunSummary> {
@@ -50,71 +64,105 @@ export async function runTraining(
   const worldSize = workers.length;
   const totalSteps = plannedSteps(config, lengths.length);
   const perEpoch = batchesPerEpoch(lengths.length, config.train.globalBatchSize);
+  const checkpointDirectory = join(runDir, 'checkpoints');
 
-  const metrics = createWriteStream(join(runDir, 'metrics.jsonl'), { flags: 'w' });
+  const metrics = createWriteStream(join(runDir, 'metrics.jsonl'), { flags: start.step > 0 ? 'a' : 'w' });
   const progress = new ProgressDisplay(totalSteps, sink);
-  logger.info({ totalSteps, epochs: Math.ceil(totalSteps / perEpoch), globalBatchSize: config.train.globalBatchSize, worldSize }, 'training started');
+  logger.info(
+    { totalSteps, firstStep: start.step + 1, epochs: Math.ceil(totalSteps / perEpoch), globalBatchSize: config.train.globalBatchSize, worldSize },
+    start.step > 0 ? 'training resumed' : 'training started',
+  );
 
   const started = performance.now();
   let windowStart = started;
   let windowSamples = 0;
   let lastLoss = Number.NaN;
-  let step = 0;
+  let skippedSteps = 0;
+  let lastCheckpoint: string | null = null;
+  let step = start.step;
+  let plannedEpoch = -1;
+  let batches: number[][] = [];
+  let stopped = false;
+
+  const checkpoint = async (): Promise<void> => {
+    hub.currentActivity = `checkpoint after step ${step}`;
+    const sampler = { epoch: Math.floor(step / perEpoch), nextBatch: step % perEpoch };
+    hub.send(0, { type: 'checkpoint', step, sampler, directory: checkpointDirectory, keep: config.checkpoint.keep });
+    const [written] = await hub.collect('checkpointed', [0]);
+    lastCheckpoint = written?.path ?? null;
+  };
 
   try {
-    for (let epoch = 0; step < totalSteps; epoch++) {
-      const batches = planEpoch(lengths, config.train.globalBatchSize, config.seed, epoch);
-      for (const batch of batches) {
-        if (step >= totalSteps) break;
-        step++;
-        const shards = splitIntoShards(batch, lengths, worldSize);
-        const checksum = config.train.checksumEvery > 0 && (step % config.train.checksumEvery === 0 || step === totalSteps);
-        const stepStarted = performance.now();
-        shards.forEach((indices, rank) => hub.send(rank, { type: 'step', step, epoch, indices, checksum }));
+    while (step < totalSteps) {
+      const epoch = Math.floor(step / perEpoch);
+      if (epoch !== plannedEpoch) {
+        batches = planEpoch(lengths, config.train.globalBatchSize, config.seed, epoch);
+        plannedEpoch = epoch;
+      }
+      const batch = batches[step % perEpoch] as number[];
+      step++;
+      hub.currentActivity = `step ${step}`;
 
-        const results = await hub.collect('stepDone');
-        if (checksum) verifyChecksums(results, step);
+      const shards = splitIntoShards(batch, lengths, worldSize);
+      const checksum = config.train.checksumEvery > 0 && (step % config.train.checksumEvery === 0 || step === totalSteps);
+      const stepStarted = performance.now();
+      shards.forEach((indices, rank) => hub.send(rank, { type: 'step', step, epoch, indices, checksum }));
 
-        const now = performance.now();
-        const first = results[0] as StepDoneMessage;
-        lastLoss = first.loss;
-        windowSamples += batch.length;
-        const samplesPerSecond = (batch.length * 1000) / (now - stepStarted);
-        metrics.write(
-          JSON.stringify({
+      const results = await hub.collect('stepDone');
+      if (checksum) verifyChecksums(results, step);
+
+      const now = performance.now();
+      const first = results[0] as StepDoneMessage;
+      if (first.skipped) skippedSteps++;
+      lastLoss = first.loss;
+      windowSamples += batch.length;
+      const samplesPerSecond = (batch.length * 1000) / (now - stepStarted);
+      metrics.write(
+        JSON.stringify({
+          step,
+          epoch,
+          loss: first.loss,
+          lr: first.lr,
+          gradNorm: first.gradNorm,
+          skipped: first.skipped,
+          skippedSteps,
+          samples: batch.length,
+          tokens: first.globalCount,
+          stepMs: now - stepStarted,
+          samplesPerSecond,
+          timings: results.map((result) => result.timings),
+        }) + '\n',
+      );
+      progress.update({ step, loss: first.loss, samplesPerSecond });
+
+      if (step % config.train.logEvery === 0 || step === totalSteps) {
+        const elapsedSeconds = (now - started) / 1000;
+        const windowRate = (windowSamples * 1000) / (now - windowStart);
+        const stepsDone = step - start.step;
+        logger.info(
+          {
             step,
+            totalSteps,
             epoch,
             loss: first.loss,
             lr: first.lr,
-            gradNorm: first.gradNorm,
-            samples: batch.length,
-            tokens: first.globalCount,
-            stepMs: now - stepStarted,
-            samplesPerSecond,
-            timings: results.map((result) => result.timings),
-          }) + '\n',
+            samplesPerSecond: windowRate,
+            skippedSteps,
+            elapsedSeconds,
+            etaSeconds: (elapsedSeconds / stepsDone) * (totalSteps - step),
+          },
+          'progress',
         );
-        progress.update({ step, loss: first.loss, samplesPerSecond });
+        windowStart = now;
+        windowSamples = 0;
+      }
 
-        if (step % config.train.logEvery === 0 || step === totalSteps) {
-          const elapsedSeconds = (now - started) / 1000;
-          const windowRate = (windowSamples * 1000) / (now - windowStart);
-          logger.info(
-            {
-              step,
-              totalSteps,
-              epoch,
-              loss: first.loss,
-              lr: first.lr,
-              samplesPerSecond: windowRate,
-              elapsedSeconds,
-              etaSeconds: (elapsedSeconds / step) * (totalSteps - step),
-            },
-            'progress',
-          );
-          windowStart = now;
-          windowSamples = 0;
-        }
+      const checkpointDue = (config.checkpoint.every > 0 && step % config.checkpoint.every === 0) || step === totalSteps;
+      if (checkpointDue) await checkpoint();
+      if (stopRequested() && step < totalSteps) {
+        if (!checkpointDue) await checkpoint();
+        stopped = true;
+        break;
       }
     }
   } finally {
@@ -122,17 +170,24 @@ export async function runTraining(
     await new Promise((resolve) => metrics.end(resolve));
   }
   const trainSeconds = (performance.now() - started) / 1000;
-  logger.info({ steps: step, trainSeconds, finalLoss: lastLoss }, 'training finished');
 
+  if (stopped) {
+    logger.warn({ step, checkpoint: lastCheckpoint, resume: `npm run launch -- --resume ${runDir}` }, 'run stopped on request after a checkpoint');
+    return { steps: step, finalLoss: lastLoss, trainSeconds, skippedSteps, report: null, stopped, lastCheckpoint };
+  }
+  logger.info({ steps: step, trainSeconds, finalLoss: lastLoss, skippedSteps }, 'training finished');
+
+  hub.currentActivity = 'evaluation';
   const report = await evaluate(hub, workers, logger);
   await writeReport(runDir, report);
   sink.printLine('\n' + formatReport(report) + '\n');
 
+  hub.currentActivity = 'saving the final weights';
   hub.send(0, { type: 'save', directory: runDir });
   const [saved] = await hub.collect('saved', [0]);
   logger.info({ files: saved?.files }, 'final weights saved');
 
-  return { steps: step, finalLoss: lastLoss, trainSeconds, report };
+  return { steps: step, finalLoss: lastLoss, trainSeconds, skippedSteps, report, stopped, lastCheckpoint };
 }
 
 async function evaluate(hub: WorkerHub, workers: readonly WorkerConnection[], logger: Logger): Promise<Report> {

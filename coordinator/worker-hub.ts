@@ -16,7 +16,12 @@ export interface WorkerConnection {
   socket: WebSocket;
   join: JoinMessage;
   rank: number | null;
+  /** performance.now() of the last message received from this worker, heartbeats included. */
+  lastSeenMs: number;
 }
+
+/** How long a closed worker connection waits before failing the run, so the launcher's exit report comes first. */
+const CLOSE_REPORT_DELAY_MS = 300;
 
 type MessageOf<T extends WorkerMessage['type']> = Extract<WorkerMessage, { type: T }>;
 
@@ -39,6 +44,11 @@ export class WorkerHub {
   private pending: PendingCollection | null = null;
   private failure: RingtrainError | null = null;
   private joinListener: ((connection: WorkerConnection) => void) | null = null;
+  private healthTimer: NodeJS.Timeout | null = null;
+  /** Waits longer than this log a warning naming the ranks not yet reported (0 disables the warning). */
+  stallWarnMs = 0;
+  /** Describes what the run is doing, for failure and stall messages, e.g. "step 120". */
+  currentActivity = 'startup';
 
   private constructor(
     server: WebSocketServer,
@@ -88,7 +98,9 @@ export class WorkerHub {
   collect<T extends WorkerMessage['type']>(type: T, ranks?: readonly number[]): Promise<MessageOf<T>[]> {
     if (this.failure !== null) return Promise.reject(this.failure);
     const expected = ranks ?? this.connections.flatMap((connection) => (connection.rank === null ? [] : [connection.rank]));
-    return new Promise((resolve, reject) => {
+    const started = performance.now();
+    let stallTimer: NodeJS.Timeout | null = null;
+    const collection = new Promise<MessageOf<T>[]>((resolve, reject) => {
       this.pending = {
         type,
         ranks: [...expected],
@@ -97,6 +109,42 @@ export class WorkerHub {
         reject,
       };
     });
+    if (this.stallWarnMs > 0) {
+      const pending = this.pending as PendingCollection;
+      stallTimer = setInterval(() => {
+        const missing = pending.ranks.filter((rank) => !pending.received.has(rank));
+        this.logger.warn(
+          { waitingFor: type, missingRanks: missing, waitedMs: Math.round(performance.now() - started), activity: this.currentActivity },
+          `still waiting for '${type}' from ranks ${missing.join(', ')} during ${this.currentActivity}; they may be stalled`,
+        );
+      }, this.stallWarnMs);
+    }
+    return collection.finally(() => {
+      if (stallTimer !== null) clearInterval(stallTimer);
+    });
+  }
+
+  /**
+   * Fails the run with RINGTRAIN_ERR_HUNG when a ranked worker sends nothing, not even a heartbeat, for
+   * `timeoutMs`. Checked every quarter of the timeout, so detection takes at most 1.25 times `timeoutMs`.
+   */
+  monitorHeartbeats(timeoutMs: number): void {
+    this.healthTimer = setInterval(() => {
+      const now = performance.now();
+      for (const connection of this.connections) {
+        const silentMs = now - connection.lastSeenMs;
+        if (connection.rank === null || silentMs <= timeoutMs) continue;
+        this.fail(
+          new RingtrainError(
+            'RINGTRAIN_ERR_HUNG',
+            `${describeWorker(connection)} sent no heartbeat for ${Math.round(silentMs)} ms during ${this.currentActivity}; ` +
+              'the process is hung or starved of CPU. Raise health.heartbeatTimeoutMs if it is only slow',
+          ),
+        );
+        return;
+      }
+    }, Math.max(50, Math.floor(timeoutMs / 4)));
+    this.healthTimer.unref();
   }
 
   /** Marks the run as failed; the current and every later `collect` rejects with `error`. */
@@ -108,10 +156,18 @@ export class WorkerHub {
     pending?.reject(error);
   }
 
-  /** Closes every connection and the server. */
-  async close(): Promise<void> {
+  /**
+   * Closes every connection and the server. A worker that does not answer the close handshake within
+   * `graceMs` (a hung process) is cut off, rather than waiting for ws's own 30 s close timeout.
+   */
+  async close(graceMs = 1000): Promise<void> {
+    if (this.healthTimer !== null) clearInterval(this.healthTimer);
     for (const connection of this.connections) connection.socket.close(1000, 'run finished');
+    const cutOff = setTimeout(() => {
+      for (const connection of this.connections) connection.socket.terminate();
+    }, graceMs);
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    clearTimeout(cutOff);
   }
 
   private accept(socket: WebSocket, peer: string): void {
@@ -127,12 +183,14 @@ export class WorkerHub {
         return;
       }
 
+      if (connection !== null) connection.lastSeenMs = performance.now();
       if (message.type === 'log') {
         this.onLogLine(message.line);
         return;
       }
+      if (message.type === 'heartbeat') return;
       if (message.type === 'join') {
-        connection = { socket, join: message, rank: null };
+        connection = { socket, join: message, rank: null, lastSeenMs: performance.now() };
         this.connections.push(connection);
         this.joinListener?.(connection);
         return;
@@ -148,7 +206,12 @@ export class WorkerHub {
       if (connection === null) return;
       const who = describeWorker(connection);
       this.logger.debug({ peer, code, rank: connection.rank }, 'worker disconnected');
-      this.fail(new RingtrainError('RINGTRAIN_ERR_WORKER_FAILED', `${who} closed its connection to the coordinator (code ${code})`));
+      const activity = this.currentActivity;
+      // The launcher's report of the process exit (code or signal) says more than a closed socket, and it
+      // usually arrives within milliseconds, so give it a moment to win.
+      setTimeout(() => {
+        this.fail(new RingtrainError('RINGTRAIN_ERR_WORKER_FAILED', `${who} closed its connection to the coordinator (code ${code}) during ${activity}`));
+      }, CLOSE_REPORT_DELAY_MS).unref();
     });
     socket.on('error', (error) => this.logger.warn({ peer, err: error }, 'worker connection error'));
   }

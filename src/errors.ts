@@ -14,7 +14,10 @@ export type ErrorCode =
   | 'RINGTRAIN_ERR_PEER_CLOSED'
   | 'RINGTRAIN_ERR_COLLECTIVE_TIMEOUT'
   | 'RINGTRAIN_ERR_PARAMETER_MISMATCH'
-  | 'RINGTRAIN_ERR_WORKER_FAILED';
+  | 'RINGTRAIN_ERR_WORKER_FAILED'
+  | 'RINGTRAIN_ERR_NON_FINITE'
+  | 'RINGTRAIN_ERR_HUNG'
+  | 'RINGTRAIN_ERR_CHECKPOINT';
 
 /** Base class of every error ringtrain raises on purpose. */
 export class RingtrainError extends Error {

@@ -67,7 +67,7 @@ test('defaults deeply frozen', (t) => {
 test('defaultConfig returns mutable copy', (t) => {
   const copy = defaultConfig();
   copy.optimizer.lr = 1;
-  t.is(DEFAULT_CONFIG.optimizer.lr, 0.002);
+  t.is(DEFAULT_CONFIG.optimizer.lr, 0.003);
   t.false(Object.isFrozen(copy.optimizer));
 });
 
@@ -75,7 +75,7 @@ test('validated config is a copy', (t) => {
   const input = defaultConfig();
   const validated = validateConfig(input);
   validated.model.dModel = 8;
-  t.is(input.model.dModel, 96);
+  t.is(input.model.dModel, 64);
 });
 
 test('unknown nested key rejected', (t) => {
@@ -84,7 +84,7 @@ test('unknown nested key rejected', (t) => {
   const message = messageOf(() => validateConfig(config, 'run.json'));
   t.regex(message, /^unknown config key model\.dmodel in run\.json/);
   t.regex(message, /did you mean model\.dModel\?/);
-  t.regex(message, /allowed keys in model: dModel, heads, layers, ffDim, suffixBuckets$/);
+  t.regex(message, /allowed keys in model: dModel, heads, layers, ffDim, suffixBuckets, contextWindow$/);
 });
 
 test('unknown top-level key rejected', (t) => {
@@ -105,7 +105,7 @@ test('wrong type rejected', (t) => {
   const message = messageOf(() => validateConfig(withValue('optimizer.lr', '0.001')));
   t.is(
     message,
-    'optimizer.lr must be a number greater than 0 (got "0.001"); fix the value or override it, e.g. --set optimizer.lr=0.002',
+    'optimizer.lr must be a number greater than 0 (got "0.001"); fix the value or override it, e.g. --set optimizer.lr=0.003',
   );
 });
 
@@ -177,8 +177,8 @@ test('heads must divide dModel', (t) => {
   const message = messageOf(() => validateConfig(withValue('model.heads', 5)));
   t.is(
     message,
-    'model.heads (5) must divide model.dModel (96); choose model.heads from the divisors of 96: ' +
-      '1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 96',
+    'model.heads (5) must divide model.dModel (64); choose model.heads from the divisors of 64: ' +
+      '1, 2, 4, 8, 16, 32, 64',
   );
 });
 
@@ -249,7 +249,7 @@ test('override sets number', (t) => {
 test('override leaves input unchanged', (t) => {
   const input = defaultConfig();
   applyOverrides(input, ['optimizer.lr=3e-4']);
-  t.is(input.optimizer.lr, 0.002);
+  t.is(input.optimizer.lr, 0.003);
 });
 
 test('override string keys keep text', (t) => {
@@ -275,7 +275,7 @@ test('override invalid value rejected', (t) => {
   t.is(
     message,
     'optimizer.lr must be a number greater than 0 (got "abc") in --set optimizer.lr=abc; ' +
-      'fix the value or override it, e.g. --set optimizer.lr=0.002',
+      'fix the value or override it, e.g. --set optimizer.lr=0.003',
   );
 });
 
@@ -310,7 +310,7 @@ test('override without equals rejected', (t) => {
 });
 
 test('overrides checked together', (t) => {
-  // heads 5 alone does not divide dModel 96, but with dModel 100 applied afterwards the pair is valid.
+  // heads 5 alone does not divide dModel 64, but with dModel 100 applied afterwards the pair is valid.
   const config = applyOverrides(defaultConfig(), ['model.heads=5', 'model.dModel=100']);
   t.is(config.model.heads, 5);
   t.is(config.model.dModel, 100);
@@ -318,10 +318,11 @@ test('overrides checked together', (t) => {
 
 test('overrides violating relation rejected', (t) => {
   const message = messageOf(() => applyOverrides(defaultConfig(), ['model.heads=5']));
-  t.regex(message, /^model\.heads \(5\) must divide model\.dModel \(96\) in --set overrides/);
+  t.regex(message, /^model\.heads \(5\) must divide model\.dModel \(64\) in --set overrides/);
 });
 
 test('schema lists every key', (t) => {
-  // 3 top-level keys + data 6 + model 5 + train 5 + optimizer 8 + allreduce 1 + coordinator 3 = 31.
-  t.is(configKeys().length, 31);
+  // 3 top-level keys + data 6 + model 6 + train 6 + optimizer 8 + allreduce 1 + coordinator 3 + checkpoint 2
+  // + health 3 = 38.
+  t.is(configKeys().length, 38);
 });

@@ -93,7 +93,7 @@ test.serial('killed worker fails the run', async (t) => {
   const result = await running;
   t.is(result.exitCode, 1);
   t.regex(result.stdout, /run failed/);
-  t.regex(result.stdout, /local rank 1 was killed by SIGKILL|rank 1 .*closed its connection|rank 1 .*failed/);
+  t.regex(result.stdout, /run failed: rank 1 \(node 0, local rank 1, pid \d+\) was killed by SIGKILL during step \d+/);
   t.deepEqual(runningPids(pidsInLog(result.runDir)), []);
 });
 

@@ -8,6 +8,7 @@
  *   RINGTRAIN_CONFIG_FILE      the resolved run config (JSON)
  *   RINGTRAIN_NODE             node index (default 0)
  *   LOCAL_RANK                 index of this worker on its node
+ *   RINGTRAIN_RESUME_FILE      optional checkpoint to resume from
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -19,6 +20,11 @@ import { RingListener } from '../src/comm/ring-listener.js';
 import { validateConfig } from '../src/config/validate.js';
 import type { RunConfig } from '../src/config/types.js';
 import { writeSafetensors } from '../src/checkpoint/safetensors.js';
+import { readCheckpoint, writeCheckpoint } from '../src/checkpoint/store.js';
+import { checkCompatible } from '../src/checkpoint/compatibility.js';
+import { hashConfig } from '../src/checkpoint/config-hash.js';
+import type { AdamWState } from '../src/optim/adamw.js';
+import { firesAt, readFaultPlan, type FaultPlan } from './fault-injection.js';
 import { RingtrainError } from '../src/errors.js';
 import { LinkDestination } from '../src/log/link-destination.js';
 import { createLogger } from '../src/log/logger.js';
@@ -32,6 +38,8 @@ interface WorkerEnvironment {
   configFile: string;
   node: number;
   localRank: number;
+  /** Checkpoint to resume from, or null for a fresh start. */
+  resumeFile: string | null;
 }
 
 function readEnvironment(): WorkerEnvironment {
@@ -50,6 +58,7 @@ function readEnvironment(): WorkerEnvironment {
     configFile: process.env.RINGTRAIN_CONFIG_FILE as string,
     node: Number(process.env.RINGTRAIN_NODE ?? '0'),
     localRank: Number(process.env.LOCAL_RANK),
+    resumeFile: process.env.RINGTRAIN_RESUME_FILE === undefined || process.env.RINGTRAIN_RESUME_FILE === '' ? null : process.env.RINGTRAIN_RESUME_FILE,
   };
 }
 
@@ -62,7 +71,9 @@ async function run(environment: WorkerEnvironment, baseLogger: Logger): Promise<
   const backend = await selectBackend(config.backend, logger);
   const task = await createTask(config, logger);
   const trainer = new DataParallelTrainer(task, config, logger);
+  const resumed = environment.resumeFile === null ? null : await loadResumeState(environment.resumeFile, trainer, config, logger);
   const listener = await RingListener.listen({ host: config.coordinator.host, logger });
+  const faults = readFaultPlan();
 
   const link = await ControlLink.connect(environment.coordinatorUrl, config.coordinator.joinTimeoutMs, logger);
   destination.attach((line) => link.send({ type: 'log', line }));
@@ -75,6 +86,8 @@ async function run(environment: WorkerEnvironment, baseLogger: Logger): Promise<
     logger.error('lost the connection to the coordinator; exiting');
     void exitSoon(null, 1);
   };
+  const heartbeat = setInterval(() => link.send({ type: 'heartbeat' }), config.health.heartbeatIntervalMs);
+  heartbeat.unref();
 
   link.send({
     type: 'join',
@@ -95,8 +108,7 @@ async function run(environment: WorkerEnvironment, baseLogger: Logger): Promise<
 
   let ring: Ring | null = null;
   let currentStep: number | null = null;
-  let welcomeRank = -1;
-  const faultInjection = parseFaultInjection(process.env.RINGTRAIN_FAULT_PERTURB);
+  let rank = -1;
   try {
     for (;;) {
       const message: CoordinatorMessage | null = await link.next();
@@ -104,19 +116,24 @@ async function run(environment: WorkerEnvironment, baseLogger: Logger): Promise<
 
       switch (message.type) {
         case 'welcome': {
-          welcomeRank = message.rank;
-          logger = baseLogger.child({ rank: message.rank });
+          rank = message.rank;
+          logger = baseLogger.child({ rank });
           ring = await connectRing(message, listener, environment.runId, config, logger);
-          trainer.startSchedule(message.totalSteps);
+          trainer.startSchedule(message.totalSteps, resumed?.optimizer);
           link.send({ type: 'ready' });
           break;
         }
         case 'step': {
           if (ring === null) throw new RingtrainError('RINGTRAIN_ERR_PROTOCOL', `received step ${message.step} before welcome`);
           currentStep = message.step;
+          injectStartOfStepFaults(faults, rank, message.step, logger);
           const activeRing = ring;
-          const result = await trainer.step(message.indices, (buffer) => activeRing.allReduce(buffer));
-          if (faultInjection !== null && faultInjection.rank === welcomeRank && faultInjection.step === message.step) {
+          const injectNan = firesAt(faults.nan, rank, message.step);
+          const result = await trainer.step(message.indices, (buffer) => {
+            if (injectNan) buffer[0] = Number.NaN;
+            return activeRing.allReduce(buffer);
+          });
+          if (firesAt(faults.perturb, rank, message.step)) {
             logger.warn({ step: message.step }, 'fault injection: perturbing one parameter on this rank');
             trainer.parameters[0] = (trainer.parameters[0] as number) + 1e-3;
           }
@@ -128,8 +145,28 @@ async function run(environment: WorkerEnvironment, baseLogger: Logger): Promise<
           });
           break;
         }
+        case 'checkpoint': {
+          const state = trainer.exportState();
+          const written = await writeCheckpoint(
+            message.directory,
+            {
+              specs: trainer.specs,
+              parameters: state.parameters,
+              optimizer: state.optimizer,
+              totalSteps: trainer.totalSteps,
+              sampler: message.sampler,
+              seed: config.seed,
+              worldSize: ring?.worldSize ?? 1,
+              config: hashConfig(config),
+              metadata: { runId: environment.runId, step: String(message.step), backend: backend.name },
+            },
+            { keep: message.keep, logger },
+          );
+          link.send({ type: 'checkpointed', step: message.step, path: written.path, bytes: written.bytes });
+          break;
+        }
         case 'evaluate': {
-          const confusion = trainer.evaluate(message.indices);
+          const confusion = await trainer.evaluate(message.indices);
           link.send({ type: 'evalDone', confusion, classNames: [...task.classNames] });
           break;
         }
@@ -148,13 +185,40 @@ async function run(environment: WorkerEnvironment, baseLogger: Logger): Promise<
     }
   } catch (error) {
     const code = error instanceof RingtrainError ? error.code : 'RINGTRAIN_ERR_WORKER_FAILED';
-    logger.error({ err: error, step: currentStep }, 'worker failed');
+    // A RingtrainError's message names the cause; a stack trace helps only for unexpected errors.
+    const details = error instanceof RingtrainError ? { code, error: error.message } : { err: error };
+    logger.error({ step: currentStep, ...details }, 'worker failed');
     link.send({ type: 'failed', step: currentStep, code, message: (error as Error).message });
     await ring?.close().catch(() => {});
     await listener.close().catch(() => {});
     return 1;
   } finally {
+    clearInterval(heartbeat);
     await link.close();
+  }
+}
+
+/** Reads the checkpoint to resume from, checks that it fits this model and config, and loads its parameters. */
+async function loadResumeState(file: string, trainer: DataParallelTrainer<unknown>, config: RunConfig, logger: Logger): Promise<{ optimizer: AdamWState }> {
+  const checkpoint = await readCheckpoint(file);
+  const { notes } = checkCompatible(checkpoint, { specs: trainer.specs, configHash: hashConfig(config), worldSize: checkpoint.worldSize, source: file });
+  trainer.loadParameters(checkpoint.parameters);
+  logger.info({ file, step: checkpoint.optimizer.step, sampler: checkpoint.sampler, notes }, 'resuming from checkpoint');
+  return { optimizer: checkpoint.optimizer };
+}
+
+function injectStartOfStepFaults(faults: FaultPlan, rank: number, step: number, logger: Logger): void {
+  if (firesAt(faults.kill, rank, step)) {
+    logger.warn({ step }, 'fault injection: killing this worker with SIGKILL');
+    destination.flushTo((text) => process.stderr.write(text));
+    process.kill(process.pid, 'SIGKILL');
+  }
+  if (firesAt(faults.hang, rank, step)) {
+    logger.warn({ step }, 'fault injection: blocking this worker forever');
+    // Busy-wait without yielding, as a deadlocked native call would; only SIGKILL ends it.
+    for (;;) {
+      /* hang */
+    }
   }
 }
 
@@ -176,17 +240,6 @@ async function connectRing(
     timeoutMs: config.allreduce.timeoutMs,
     logger,
   });
-}
-
-/**
- * Parses RINGTRAIN_FAULT_PERTURB=RANK:STEP, a fault injection for tests of the cross-rank checksum: after
- * step STEP, rank RANK changes one parameter so its checksum no longer matches. Unset in normal runs.
- */
-function parseFaultInjection(value: string | undefined): { rank: number; step: number } | null {
-  if (value === undefined || value === '') return null;
-  const match = /^(\d+):(\d+)$/.exec(value);
-  if (match === null) throw new RingtrainError('RINGTRAIN_ERR_USAGE', `RINGTRAIN_FAULT_PERTURB must be RANK:STEP (got '${value}')`);
-  return { rank: Number(match[1]), step: Number(match[2]) };
 }
 
 let exiting = false;
@@ -211,6 +264,8 @@ async function main(): Promise<void> {
     localRank: environment.localRank,
   });
 
+  // Ctrl-C reaches every process of the terminal's group; the launcher alone decides how the run stops.
+  process.on('SIGINT', () => baseLogger.info('SIGINT ignored; the launcher stops the run'));
   process.on('uncaughtException', (error) => {
     baseLogger.fatal({ err: error }, 'uncaught exception in worker');
     void exitSoon(null, 1);

@@ -5,7 +5,9 @@ import type { RunConfig } from '../src/config/types.js';
 import type { StepTimings } from '../src/comm/protocol.js';
 import type { Model, ParameterSpec } from '../src/models/model.js';
 import type { Task } from '../src/tasks/task.js';
-import { AdamW } from '../src/optim/adamw.js';
+import { AdamW, type AdamWState } from '../src/optim/adamw.js';
+import { globalNorm } from '../src/optim/clip.js';
+import { RingtrainError } from '../src/errors.js';
 import { countPredictions } from '../src/metrics/classification.js';
 
 /** Sums a buffer in place across all ranks; the ring all-reduce in training, the identity for one process. */
@@ -17,6 +19,8 @@ export interface StepResult {
   globalCount: number;
   gradNorm: number;
   lr: number;
+  /** True when the reduced loss or gradient was not finite and `train.nonFinite` is `skip`. */
+  skipped: boolean;
   timings: StepTimings;
 }
 
@@ -51,9 +55,37 @@ export class DataParallelTrainer<Batch> {
     this.readParameters();
   }
 
-  /** Creates the optimizer once rendezvous has fixed the run length, which the learning-rate schedule needs. */
-  startSchedule(totalSteps: number): void {
+  /**
+   * Creates the optimizer once rendezvous has fixed the run length, which the learning-rate schedule needs, and
+   * restores its moments and step count when resuming from a checkpoint.
+   */
+  startSchedule(totalSteps: number, resumedState?: AdamWState): void {
     this.optimizer = new AdamW(this.model.specs, this.config.optimizer, totalSteps);
+    if (resumedState !== undefined) this.optimizer.loadState(resumedState);
+  }
+
+  /** Optimizer steps in the whole run, as fixed by startSchedule. */
+  get totalSteps(): number {
+    if (this.optimizer === null) throw new Error('DataParallelTrainer.totalSteps read before startSchedule');
+    return this.optimizer.totalSteps;
+  }
+
+  /** Replaces the parameters, e.g. with those of a checkpoint; `values` must follow the specs layout. */
+  loadParameters(values: Float32Array): void {
+    if (values.length !== this.parameterCount) {
+      throw new RingtrainError(
+        'RINGTRAIN_ERR_CHECKPOINT',
+        `cannot load ${values.length} parameter values into a model with ${this.parameterCount}; the checkpoint belongs to another model`,
+      );
+    }
+    this.parameters.set(values);
+    this.writeParameters();
+  }
+
+  /** Returns copies of the parameters and optimizer state, safe to write while training goes on. */
+  exportState(): { parameters: Float32Array; optimizer: AdamWState } {
+    if (this.optimizer === null) throw new Error('DataParallelTrainer.exportState called before startSchedule');
+    return { parameters: this.parameters.slice(), optimizer: this.optimizer.exportState() };
   }
 
   /** Runs forward, backward, all-reduce and the optimizer on this rank's shard of one global batch. */
@@ -83,8 +115,22 @@ export class DataParallelTrainer<Batch> {
     const inverse = 1 / globalCount;
     for (let i = 0; i < meanGradients.length; i++) meanGradients[i] = (meanGradients[i] as number) * inverse;
 
-    const update = this.optimizer.step(this.parameters, meanGradients);
-    this.writeParameters();
+    // Every rank holds the same reduced values, so every rank takes the same branch here.
+    let update = { gradNorm: globalNorm(meanGradients), lr: 0 };
+    const finite = Number.isFinite(loss) && Number.isFinite(update.gradNorm);
+    if (!finite && this.config.train.nonFinite === 'error') {
+      throw new RingtrainError(
+        'RINGTRAIN_ERR_NON_FINITE',
+        `the reduced loss (${loss}) or gradient norm (${update.gradNorm}) is not finite; lower optimizer.lr, ` +
+          'enable optimizer.clipNorm, or set train.nonFinite=skip to skip such steps',
+      );
+    }
+    if (finite) {
+      update = this.optimizer.step(this.parameters, meanGradients);
+      this.writeParameters();
+    } else {
+      this.logger.warn({ loss, gradNorm: update.gradNorm }, 'non-finite loss or gradient; update skipped on every rank');
+    }
     const optimizerDone = performance.now();
 
     return {
@@ -92,6 +138,7 @@ export class DataParallelTrainer<Batch> {
       globalCount,
       gradNorm: update.gradNorm,
       lr: update.lr,
+      skipped: !finite,
       timings: {
         batchMs: batchDone - started,
         computeMs: computeDone - batchDone,
@@ -101,14 +148,18 @@ export class DataParallelTrainer<Batch> {
     };
   }
 
-  /** Returns the confusion counts of this rank's share of the evaluation split. */
-  evaluate(indices: readonly number[]): Float64Array {
+  /**
+   * Returns the confusion counts of this rank's share of the evaluation split. Yields to the event loop between
+   * chunks so heartbeats keep flowing during a long evaluation.
+   */
+  async evaluate(indices: readonly number[]): Promise<Float64Array> {
     const classCount = this.task.classNames.length;
     const confusion = new Float64Array(classCount * classCount);
     for (let start = 0; start < indices.length; start += EVAL_CHUNK) {
       const batch = this.task.makeBatch('eval', indices.slice(start, start + EVAL_CHUNK));
       const counts = countPredictions(this.task.labelsOf(batch), this.model.predict(batch), classCount);
       for (let i = 0; i < counts.length; i++) confusion[i] = (confusion[i] as number) + (counts[i] as number);
+      await new Promise((resolve) => setImmediate(resolve));
     }
     this.logger.debug({ examples: indices.length }, 'evaluation share counted');
     return confusion;

@@ -61,6 +61,9 @@ function candidatesFor(preference: BackendName): Candidate[] {
  */
 export async function selectBackend(preference: BackendName, logger: Logger): Promise<SelectedBackend> {
   const skipped: string[] = [];
+  // Production mode silences tfjs's console banners (the choice is logged below instead) and skips
+  // debug-only checks, which ringtrain never turns on.
+  tf.enableProdMode();
 
   for (const candidate of candidatesFor(preference)) {
     try {

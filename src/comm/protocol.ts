@@ -8,7 +8,7 @@ import { RingtrainError } from '../errors.js';
  */
 
 /** Bumped whenever a message changes shape; a worker with another version is rejected at join. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 /** Largest control frame accepted, in bytes. The largest message is `join` with one length per training sample. */
 export const MAX_CONTROL_FRAME_BYTES = 64 * 1024 * 1024;
@@ -53,9 +53,14 @@ export interface LogMessage {
   line: string;
 }
 
-/** Worker -> coordinator: the worker has connected its ring links and is ready for step 1. */
+/** Worker -> coordinator: the worker has connected its ring links and is ready for its first step. */
 export interface ReadyMessage {
   type: 'ready';
+}
+
+/** Worker -> coordinator, every `health.heartbeatIntervalMs`: the worker's event loop is alive. */
+export interface HeartbeatMessage {
+  type: 'heartbeat';
 }
 
 /** Per-step wall time of each phase on one worker, in milliseconds. */
@@ -79,6 +84,8 @@ export interface StepDoneMessage {
   lr: number;
   /** Parameter checksum after the update, present on checksum steps only. */
   checksum?: string;
+  /** True when the reduced loss or gradient was not finite and every rank skipped the update. */
+  skipped: boolean;
   timings: StepTimings;
 }
 
@@ -88,6 +95,14 @@ export interface EvalDoneMessage {
   /** Confusion matrix, row = gold class, column = predicted class, numClasses x numClasses, row-major. */
   confusion: Float64Array;
   classNames: string[];
+}
+
+/** Worker -> coordinator: rank 0 wrote a checkpoint. */
+export interface CheckpointedMessage {
+  type: 'checkpointed';
+  step: number;
+  path: string;
+  bytes: number;
 }
 
 /** Worker -> coordinator: rank 0 wrote the final weights. */
@@ -108,7 +123,9 @@ export type WorkerMessage =
   | JoinMessage
   | LogMessage
   | ReadyMessage
+  | HeartbeatMessage
   | StepDoneMessage
+  | CheckpointedMessage
   | EvalDoneMessage
   | SavedMessage
   | FailedMessage;
@@ -143,6 +160,22 @@ export interface EvaluateMessage {
   indices: number[];
 }
 
+/** Where the batch plan continues: the epoch (from 0) and the index of the next global batch in it. */
+export interface SamplerPosition {
+  epoch: number;
+  nextBatch: number;
+}
+
+/** Coordinator -> rank 0: write a checkpoint of the state after `step` into `directory`. */
+export interface CheckpointMessage {
+  type: 'checkpoint';
+  step: number;
+  sampler: SamplerPosition;
+  directory: string;
+  /** Checkpoints to keep in `directory`; older ones are deleted. */
+  keep: number;
+}
+
 /** Coordinator -> rank 0: write the final weights into `directory`. */
 export interface SaveMessage {
   type: 'save';
@@ -156,10 +189,10 @@ export interface ShutdownMessage {
   reason: string;
 }
 
-export type CoordinatorMessage = WelcomeMessage | StepMessage | EvaluateMessage | SaveMessage | ShutdownMessage;
+export type CoordinatorMessage = WelcomeMessage | StepMessage | CheckpointMessage | EvaluateMessage | SaveMessage | ShutdownMessage;
 
-const workerMessageTypes = new Set(['join', 'log', 'ready', 'stepDone', 'evalDone', 'saved', 'failed']);
-const coordinatorMessageTypes = new Set(['welcome', 'step', 'evaluate', 'save', 'shutdown']);
+const workerMessageTypes = new Set(['join', 'log', 'ready', 'heartbeat', 'stepDone', 'checkpointed', 'evalDone', 'saved', 'failed']);
+const coordinatorMessageTypes = new Set(['welcome', 'step', 'checkpoint', 'evaluate', 'save', 'shutdown']);
 
 // Typed arrays survive the round trip only with structured cloning on; records off keeps frames plain msgpack.
 const packr = new Packr({ structuredClone: true, useRecords: false });

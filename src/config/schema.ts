@@ -60,6 +60,7 @@ export const CONFIG_SCHEMA: ConfigSchema<RunConfig> = {
     layers: positiveInteger,
     ffDim: positiveInteger,
     suffixBuckets: positiveInteger,
+    contextWindow: { kind: 'integer', min: 0, max: 8 },
   },
   train: {
     globalBatchSize: positiveInteger,
@@ -67,6 +68,7 @@ export const CONFIG_SCHEMA: ConfigSchema<RunConfig> = {
     maxSteps: nonNegativeInteger,
     checksumEvery: nonNegativeInteger,
     logEvery: positiveInteger,
+    nonFinite: { kind: 'enum', values: ['skip', 'error'] },
   },
   optimizer: {
     lr: { kind: 'number', min: 0, minExclusive: true },
@@ -85,6 +87,15 @@ export const CONFIG_SCHEMA: ConfigSchema<RunConfig> = {
     host: { kind: 'string' },
     port: { kind: 'integer', min: 0, max: 65535 },
     joinTimeoutMs: timeoutMs,
+  },
+  checkpoint: {
+    every: nonNegativeInteger,
+    keep: positiveInteger,
+  },
+  health: {
+    heartbeatIntervalMs: timeoutMs,
+    heartbeatTimeoutMs: timeoutMs,
+    stallWarnMs: timeoutMs,
   },
 };
 

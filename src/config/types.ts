@@ -32,6 +32,8 @@ export interface ModelConfig {
   ffDim: number;
   /** Number of hashed character-suffix buckets used for word-shape features of every token. */
   suffixBuckets: number;
+  /** Each token's input also sums the embeddings of this many neighbours on each side (0: the token alone). */
+  contextWindow: number;
 }
 
 export interface TrainConfig {
@@ -45,6 +47,27 @@ export interface TrainConfig {
   checksumEvery: number;
   /** Log a progress line every this many steps. */
   logEvery: number;
+  /** What to do when the reduced loss or gradient is NaN or infinite: skip the update on every rank, or stop. */
+  nonFinite: NonFinitePolicy;
+}
+
+/** Policy for a step whose reduced loss or gradient is not finite. */
+export type NonFinitePolicy = 'skip' | 'error';
+
+export interface CheckpointConfig {
+  /** Rank 0 writes a checkpoint every this many steps (0: only at the end of the run). */
+  every: number;
+  /** Checkpoints kept in `<run-dir>/checkpoints`; older ones are deleted. */
+  keep: number;
+}
+
+export interface HealthConfig {
+  /** Each worker sends a heartbeat to the coordinator this often. */
+  heartbeatIntervalMs: number;
+  /** A worker silent for this long is declared hung and the run stops. */
+  heartbeatTimeoutMs: number;
+  /** A step still waiting for some ranks after this long logs a warning naming them (repeated at this interval). */
+  stallWarnMs: number;
 }
 
 export interface OptimizerConfig {
@@ -88,4 +111,6 @@ export interface RunConfig {
   optimizer: OptimizerConfig;
   allreduce: AllReduceConfig;
   coordinator: CoordinatorConfig;
+  checkpoint: CheckpointConfig;
+  health: HealthConfig;
 }

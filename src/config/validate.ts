@@ -145,6 +145,15 @@ export function checkConfigRelations(config: RunConfig, source?: string): void {
         `${locationOf(source)}; lower optimizer.weightDecay, because the decay factor 1 - lr * weightDecay must stay positive`,
     );
   }
+
+  // A timeout shorter than two heartbeat intervals would declare a healthy worker hung after one late heartbeat.
+  const { heartbeatIntervalMs, heartbeatTimeoutMs } = config.health;
+  if (heartbeatTimeoutMs < 2 * heartbeatIntervalMs) {
+    throw new ConfigError(
+      `health.heartbeatTimeoutMs (${heartbeatTimeoutMs}) must be at least twice health.heartbeatIntervalMs ` +
+        `(${heartbeatIntervalMs})${locationOf(source)}; raise the timeout or shorten the interval`,
+    );
+  }
 }
 
 /**

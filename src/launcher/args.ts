@@ -3,8 +3,8 @@
  * validated RunConfig.
  */
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
@@ -29,6 +29,10 @@ export interface LaunchOptions {
   config: RunConfig;
   /** True when `--help` or `-h` was given, in which case nothing else was parsed or read. */
   help: boolean;
+  /** Run directory or checkpoint file given with `--resume`, as an absolute path; null for a fresh run. */
+  resume: string | null;
+  /** Times the launcher restarts the worker group from the latest checkpoint after a failure (`--max-restarts`). */
+  maxRestarts: number;
 }
 
 /** Inputs of parseLaunchArgs besides argv, replaceable in tests. */
@@ -48,6 +52,8 @@ const OPTIONS = {
   'run-dir': { type: 'string' },
   backend: { type: 'string' },
   set: { type: 'string', multiple: true },
+  resume: { type: 'string' },
+  'max-restarts': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -64,6 +70,8 @@ const FLAG_EXAMPLES: Readonly<Record<string, string>> = {
   '--run-dir': 'runs/trial',
   '--backend': 'wasm',
   '--set': 'optimizer.lr=3e-4',
+  '--resume': 'runs/20261204-213015-a3f9',
+  '--max-restarts': '3',
 };
 
 function usageError(message: string): RingtrainError {
@@ -212,14 +220,34 @@ export function parseLaunchArgs(argv: readonly string[], environment: LaunchEnvi
   const defaultRunDir = resolve(cwd, 'runs', runId);
 
   if (wantsHelp(argv)) {
-    return { workers: 1, configPath: defaultConfigPath(), runDir: defaultRunDir, runId, config: defaultConfig(), help: true };
+    return {
+      workers: 1,
+      configPath: defaultConfigPath(),
+      runDir: defaultRunDir,
+      runId,
+      config: defaultConfig(),
+      help: true,
+      resume: null,
+      maxRestarts: 0,
+    };
   }
 
   const values = parseFlags(argv);
 
   const workers = values.gpus === undefined ? 1 : parseIntegerFlag('--gpus', values.gpus, WORKERS_RULE);
-  const configPath = values.config === undefined ? defaultConfigPath() : parsePathFlag('--config', values.config, cwd);
-  const runDir = values['run-dir'] === undefined ? defaultRunDir : parsePathFlag('--run-dir', values['run-dir'], cwd);
+  const maxRestarts = values['max-restarts'] === undefined ? 0 : parseIntegerFlag('--max-restarts', values['max-restarts'], { kind: 'integer', min: 0 });
+  const resume = values.resume === undefined ? null : parsePathFlag('--resume', values.resume, cwd);
+  // A resumed run continues in the run directory it came from and reuses its resolved config by default.
+  const resumedRunDir = resume === null ? null : runDirOfResume(resume);
+  const runDir =
+    values['run-dir'] !== undefined ? parsePathFlag('--run-dir', values['run-dir'], cwd) : (resumedRunDir ?? defaultRunDir);
+  const savedConfig = resumedRunDir === null ? null : join(resumedRunDir, 'config.json');
+  const configPath =
+    values.config !== undefined
+      ? parsePathFlag('--config', values.config, cwd)
+      : savedConfig !== null && existsSync(savedConfig)
+        ? savedConfig
+        : defaultConfigPath();
 
   const fileConfig = loadConfig(configPath);
   if (values['max-steps'] !== undefined) {
@@ -246,7 +274,23 @@ export function parseLaunchArgs(argv: readonly string[], environment: LaunchEnvi
     );
   }
 
-  return { workers, configPath, runDir, runId, config, help: false };
+  return { workers, configPath, runDir, runId, config, help: false, resume, maxRestarts };
+}
+
+/**
+ * Returns the run directory that a `--resume` path belongs to: the path itself when it is a directory, the
+ * folder above `checkpoints/` for a checkpoint file inside a run, and null for a checkpoint elsewhere.
+ */
+function runDirOfResume(resume: string): string | null {
+  let isDirectory = false;
+  try {
+    isDirectory = statSync(resume).isDirectory();
+  } catch {
+    throw usageError(`--resume path ${resume} does not exist; pass a run directory or a checkpoint file`);
+  }
+  if (isDirectory) return resume;
+  const folder = dirname(resume);
+  return basename(folder) === 'checkpoints' ? dirname(folder) : null;
 }
 
 /** Returns the launcher's --help text: what each option sets, its unit and default, and two examples. */
@@ -281,10 +325,16 @@ Options:
   --set KEY=VALUE   Override one config key, e.g. --set optimizer.lr=3e-4 (repeatable).
                     VALUE is read as JSON when it parses and as text otherwise.
                     docs/config.md lists every key with its range and default.
+  --resume PATH     Continue a run from a checkpoint: a run directory (its latest
+                    checkpoint) or a checkpoint file. The run continues in that run
+                    directory with its saved config unless --run-dir or --config is given.
+  --max-restarts N  After a failure, restart every worker from the latest checkpoint
+                    up to N times (integer of at least 0; default 0).
   -h, --help        Print this help and exit.
 
 Examples:
   npm run launch -- --gpus 2 --max-steps 200
   npm run launch -- --gpus 2 --config configs/brown-pos.json --set optimizer.lr=3e-4 --set train.globalBatchSize=128
+  npm run launch -- --gpus 2 --resume runs/20261204-213015-a3f9 --max-restarts 2
 `;
 }

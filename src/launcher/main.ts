@@ -3,25 +3,24 @@
  * worker process per device, watches them and exits with the run's status. `--help` lists the flags.
  *
  * Each worker sees, like torchrun's workers: RANK, LOCAL_RANK, WORLD_SIZE (single node: RANK = LOCAL_RANK),
- * plus the RINGTRAIN_* variables documented in worker/main.ts.
+ * RINGTRAIN_RESTART_COUNT (0 in the first attempt), plus the RINGTRAIN_* variables documented in worker/main.ts.
+ *
+ * Exit codes: 0 the run finished, 1 it failed (after any restarts), 2 invalid flags or config, 130 it was
+ * stopped by SIGINT or SIGTERM (after a checkpoint, unless the signal came twice).
  */
-import { fork, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import type { Logger } from 'pino';
+import { readCheckpoint, resolveCheckpoint } from '../checkpoint/store.js';
 import { RingtrainError } from '../errors.js';
 import { createLogger } from '../log/logger.js';
 import { RunLogSink } from '../log/run-log-sink.js';
 import { helpText, parseLaunchArgs, type LaunchOptions } from './args.js';
 import { detectGpus } from './devices.js';
+import { runAttempt, type AttemptOutcome, type StopControl } from './worker-group.js';
 
-const distRoot = fileURLToPath(new URL('../../', import.meta.url));
-const coordinatorEntry = join(distRoot, 'coordinator', 'main.js');
-const workerEntry = join(distRoot, 'worker', 'main.js');
-
-/** How long workers may take to exit after the coordinator has finished, before they are killed. */
-const WORKER_EXIT_GRACE_MS = 10_000;
+const EXIT_FAILED = 1;
+const EXIT_USAGE = 2;
+const EXIT_STOPPED = 130;
 
 function fail(message: string, exitCode: number): never {
   process.stderr.write(`ringtrain: ${message}\n`);
@@ -32,8 +31,17 @@ function parseOrExit(argv: string[]): LaunchOptions {
   try {
     return parseLaunchArgs(argv);
   } catch (error) {
-    if (error instanceof RingtrainError) fail(error.message, 2);
+    if (error instanceof RingtrainError) fail(error.message, EXIT_USAGE);
     throw error;
+  }
+}
+
+/** Returns the latest checkpoint of `runDir`, or null when it has none yet. */
+async function latestCheckpoint(runDir: string): Promise<string | null> {
+  try {
+    return await resolveCheckpoint(runDir);
+  } catch {
+    return null;
   }
 }
 
@@ -44,6 +52,17 @@ async function main(): Promise<number> {
     return 0;
   }
 
+  let resumeFile: string | null = null;
+  if (options.resume !== null) {
+    try {
+      resumeFile = await resolveCheckpoint(options.resume);
+      // Reading verifies the checksum, so a damaged file is reported here rather than by every worker.
+      await readCheckpoint(resumeFile);
+    } catch (error) {
+      fail(`cannot resume from ${options.resume}: ${(error as Error).message}`, EXIT_USAGE);
+    }
+  }
+
   const runDir = resolve(options.runDir);
   mkdirSync(runDir, { recursive: true });
   const configFile = join(runDir, 'config.json');
@@ -51,113 +70,72 @@ async function main(): Promise<number> {
 
   const sink = new RunLogSink(join(runDir, 'logs.jsonl'));
   const logger = createLogger({ run: options.runId, node: 0, rank: null, role: 'launcher' }, sink);
-  logger.info({ workers: options.workers, config: options.configPath, runDir }, 'launching run');
+  logger.info({ workers: options.workers, config: options.configPath, runDir, resumeFile, maxRestarts: options.maxRestarts }, 'launching run');
 
-  const gpus = options.config.backend === 'auto' || options.config.backend === 'tensorflow' ? detectGpus() : { count: 0, reason: `backend '${options.config.backend}' was requested` };
+  const gpus =
+    options.config.backend === 'auto' || options.config.backend === 'tensorflow'
+      ? detectGpus()
+      : { count: 0, reason: `backend '${options.config.backend}' was requested` };
   const useGpus = gpus.count >= options.workers;
   if (!useGpus) {
     logger.info({ reason: gpus.reason, gpusFound: gpus.count }, `no usable GPU for ${options.workers} workers; running them on the CPU`);
   }
 
-  const children = new Set<ChildProcess>();
-  const stopChildren = (signal: NodeJS.Signals): void => {
-    for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-  };
-  let signalCount = 0;
+  const stop: StopControl = { signalCount: 0, onSignal: () => {} };
   const onSignal = (signal: NodeJS.Signals): void => {
-    signalCount++;
-    logger.warn({ signal, signalCount }, signalCount === 1 ? 'stopping the run' : 'second signal: killing every process now');
-    stopChildren(signalCount === 1 ? 'SIGTERM' : 'SIGKILL');
-    if (signalCount > 1) process.exit(130);
+    stop.signalCount++;
+    logger.warn(
+      { signal, signalCount: stop.signalCount },
+      stop.signalCount === 1 ? 'stopping after a checkpoint at the next step boundary; send the signal again to kill now' : 'second signal: killing every process now',
+    );
+    stop.onSignal(signal);
+    if (stop.signalCount > 1) process.exit(EXIT_STOPPED);
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
 
-  const baseEnvironment = {
-    ...process.env,
-    RINGTRAIN_RUN_ID: options.runId,
-    RINGTRAIN_RUN_DIR: runDir,
-    RINGTRAIN_CONFIG_FILE: configFile,
-  };
-
-  const coordinator = fork(coordinatorEntry, [], {
-    env: { ...baseEnvironment, RINGTRAIN_WORKERS_PER_NODE: String(options.workers) },
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  });
-  children.add(coordinator);
-  const coordinatorExit = new Promise<number>((resolveExit) => {
-    coordinator.once('exit', (code, signal) => {
-      children.delete(coordinator);
-      resolveExit(code ?? (signal !== null ? 1 : 0));
-    });
-  });
-
-  const url = await waitForListening(coordinator, coordinatorExit);
-  if (url === null) {
-    logger.error('the coordinator exited before it started listening');
-    await sink.close();
-    return 1;
+  const failures: Extract<AttemptOutcome, { kind: 'failed' }>[] = [];
+  let exitCode = EXIT_FAILED;
+  for (let attempt = 0; attempt <= options.maxRestarts; attempt++) {
+    if (attempt > 0) {
+      resumeFile = await latestCheckpoint(runDir);
+      logger.warn(
+        { attempt, maxRestarts: options.maxRestarts, resumeFile, previousFailure: failures.at(-1)?.reason },
+        resumeFile === null ? 'restarting the worker group from the start (no checkpoint yet)' : 'restarting the worker group from the latest checkpoint',
+      );
+    }
+    const outcome = await runAttempt({ options, runDir, configFile, attempt, resumeFile, useGpus, stop, logger });
+    if (outcome.kind === 'finished') {
+      exitCode = 0;
+      break;
+    }
+    if (outcome.kind === 'stopped') {
+      exitCode = EXIT_STOPPED;
+      logger.warn({ checkpoint: outcome.checkpoint, resume: `npm run launch -- --resume ${runDir}` }, 'run stopped');
+      break;
+    }
+    failures.push(outcome);
+    if (stop.signalCount > 0) {
+      exitCode = EXIT_STOPPED;
+      break;
+    }
   }
 
-  const workers: ChildProcess[] = [];
-  for (let localRank = 0; localRank < options.workers; localRank++) {
-    const worker = fork(workerEntry, [], {
-      env: {
-        ...baseEnvironment,
-        RINGTRAIN_COORDINATOR_URL: url,
-        RINGTRAIN_NODE: '0',
-        LOCAL_RANK: String(localRank),
-        RANK: String(localRank),
-        WORLD_SIZE: String(options.workers),
-        // NOTE: not yet run on a GPU. One device per worker, as torchrun users expect.
-        ...(useGpus ? { CUDA_VISIBLE_DEVICES: String(localRank) } : {}),
+  if (exitCode === EXIT_FAILED) {
+    const checkpoint = await latestCheckpoint(runDir);
+    logger.error(
+      {
+        failures: failures.map((failure, attempt) => ({ attempt, reason: failure.reason })),
+        checkpoint,
+        resume: checkpoint === null ? null : `npm run launch -- --resume ${runDir}`,
       },
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    });
-    children.add(worker);
-    workers.push(worker);
-    watchWorker(worker, localRank, coordinator, children, logger);
+      `run failed after ${failures.length} attempt(s)` + (checkpoint === null ? '; no checkpoint was written' : `; resume from ${checkpoint}`),
+    );
+  } else {
+    logger.info({ exitCode, runDir }, exitCode === 0 ? 'run complete' : 'run stopped');
   }
-
-  const exitCode = await coordinatorExit;
-  await waitForWorkers(workers, logger);
-  logger.info({ exitCode, runDir }, exitCode === 0 ? 'run complete' : 'run failed');
   await sink.close();
-  return signalCount > 0 && exitCode === 0 ? 130 : exitCode;
-}
-
-function waitForListening(coordinator: ChildProcess, exited: Promise<number>): Promise<string | null> {
-  return new Promise((resolveUrl) => {
-    coordinator.on('message', (message: { type?: string; url?: string }) => {
-      if (message.type === 'listening' && typeof message.url === 'string') resolveUrl(message.url);
-    });
-    void exited.then(() => resolveUrl(null));
-  });
-}
-
-function watchWorker(worker: ChildProcess, localRank: number, coordinator: ChildProcess, children: Set<ChildProcess>, logger: Logger): void {
-  worker.once('exit', (code, signal) => {
-    children.delete(worker);
-    if (code === 0) return;
-    logger.error({ localRank, pid: worker.pid, code, signal }, 'worker process ended abnormally');
-    if (coordinator.connected) coordinator.send({ type: 'workerExited', node: 0, localRank, code, signal });
-  });
-}
-
-async function waitForWorkers(workers: readonly ChildProcess[], logger: Logger): Promise<void> {
-  const running = workers.filter((worker) => worker.exitCode === null && worker.signalCode === null);
-  if (running.length === 0) return;
-  const allExited = Promise.all(running.map((worker) => new Promise((done) => worker.once('exit', done))));
-  const timedOut = await Promise.race([
-    allExited.then(() => false),
-    new Promise<boolean>((done) => setTimeout(() => done(true), WORKER_EXIT_GRACE_MS).unref()),
-  ]);
-  if (timedOut) {
-    const pids = running.filter((worker) => worker.exitCode === null).map((worker) => worker.pid);
-    logger.warn({ pids }, `workers still running ${WORKER_EXIT_GRACE_MS} ms after the coordinator exited; killing them`);
-    for (const worker of running) worker.kill('SIGKILL');
-    await allExited;
-  }
+  return exitCode;
 }
 
 main().then(

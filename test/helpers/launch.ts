@@ -115,3 +115,39 @@ export function readSafetensors(path: string): Map<string, Float32Array> {
   }
   return tensors;
 }
+
+/** One parsed line of a run's logs.jsonl. */
+export type LogRecord = Record<string, unknown>;
+
+/**
+ * Polls `<runDir>/logs.jsonl` every 100 ms, for at most `timeoutMs`, until a line matches `predicate`, and returns
+ * `pick` of it. Rejects when the time runs out.
+ */
+export async function waitForLogRecord<T>(
+  runDir: string,
+  predicate: (record: LogRecord) => boolean,
+  pick: (record: LogRecord) => T,
+  timeoutMs = 60_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    let text = '';
+    try {
+      text = readFileSync(join(runDir, 'logs.jsonl'), 'utf8');
+    } catch {
+      // The launcher has not created the log yet.
+    }
+    for (const line of text.split('\n')) {
+      if (line.trim() === '') continue;
+      let record: LogRecord;
+      try {
+        record = JSON.parse(line) as LogRecord;
+      } catch {
+        continue; // the last line may still be half-written
+      }
+      if (predicate(record)) return pick(record);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`no matching line in ${join(runDir, 'logs.jsonl')} within ${timeoutMs} ms`);
+}

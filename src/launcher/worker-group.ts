@@ -1,0 +1,151 @@
+import { fork, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Logger } from 'pino';
+import type { LaunchOptions } from './args.js';
+
+const distRoot = fileURLToPath(new URL('../../', import.meta.url));
+const coordinatorEntry = join(distRoot, 'coordinator', 'main.js');
+const workerEntry = join(distRoot, 'worker', 'main.js');
+
+/** How long workers may take to exit after the coordinator has finished, before they are killed. */
+const WORKER_EXIT_GRACE_MS = 10_000;
+
+/** The coordinator's exit code after a requested stop (it checkpointed first). */
+const COORDINATOR_EXIT_STOPPED = 130;
+
+/** Shared between the launcher's signal handler and the running attempt. */
+export interface StopControl {
+  /** SIGINT and SIGTERM received so far. */
+  signalCount: number;
+  /** Called on every signal; the running attempt replaces it. */
+  onSignal: (signal: NodeJS.Signals) => void;
+}
+
+/** How one attempt (a coordinator and its workers) ended. */
+export type AttemptOutcome =
+  | { kind: 'finished' }
+  | { kind: 'stopped'; checkpoint: string | null }
+  | { kind: 'failed'; reason: string };
+
+/** What runAttempt needs to start one worker group. */
+export interface AttemptPlan {
+  options: LaunchOptions;
+  runDir: string;
+  configFile: string;
+  /** 0 for the first attempt; each restart adds one. */
+  attempt: number;
+  resumeFile: string | null;
+  useGpus: boolean;
+  stop: StopControl;
+  logger: Logger;
+}
+
+/** Coordinator-to-launcher IPC messages. */
+type CoordinatorNotice =
+  | { type: 'listening'; url: string }
+  | { type: 'failed'; code: string; message: string; activity: string }
+  | { type: 'stopped'; step: number; checkpoint: string | null };
+
+/**
+ * Starts a coordinator and the workers of this node, waits until the coordinator exits and every worker is gone,
+ * and returns how the attempt ended. A worker that exits abnormally is reported to the coordinator, which fails
+ * the run; workers still running 10 s after the coordinator exited are killed, so no process outlives it.
+ */
+export async function runAttempt(plan: AttemptPlan): Promise<AttemptOutcome> {
+  const { options, logger } = plan;
+  const baseEnvironment = {
+    ...process.env,
+    RINGTRAIN_RUN_ID: options.runId,
+    RINGTRAIN_RUN_DIR: plan.runDir,
+    RINGTRAIN_CONFIG_FILE: plan.configFile,
+    RINGTRAIN_RESTART_COUNT: String(plan.attempt),
+    RINGTRAIN_RESUME_FILE: plan.resumeFile ?? '',
+  };
+
+  const children = new Set<ChildProcess>();
+  const coordinator = fork(coordinatorEntry, [], {
+    env: { ...baseEnvironment, RINGTRAIN_WORKERS_PER_NODE: String(options.workers) },
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  children.add(coordinator);
+
+  let failure: string | null = null;
+  let stoppedCheckpoint: string | null = null;
+  let resolveUrl: (url: string | null) => void = () => {};
+  const listening = new Promise<string | null>((resolve) => (resolveUrl = resolve));
+  coordinator.on('message', (notice: CoordinatorNotice) => {
+    if (notice.type === 'listening') resolveUrl(notice.url);
+    if (notice.type === 'failed') failure = notice.message;
+    if (notice.type === 'stopped') stoppedCheckpoint = notice.checkpoint;
+  });
+  const coordinatorExit = new Promise<number>((resolve) => {
+    coordinator.once('exit', (code, signal) => {
+      children.delete(coordinator);
+      resolveUrl(null);
+      resolve(code ?? (signal !== null ? 1 : 0));
+    });
+  });
+
+  plan.stop.onSignal = (signal) => {
+    if (plan.stop.signalCount === 1 && coordinator.connected) {
+      coordinator.send({ type: 'stop', signal });
+      return;
+    }
+    for (const child of children) child.kill('SIGKILL');
+  };
+
+  const url = await listening;
+  if (url === null) {
+    return { kind: 'failed', reason: `the coordinator exited with code ${await coordinatorExit} before it started listening` };
+  }
+
+  const workers: ChildProcess[] = [];
+  for (let localRank = 0; localRank < options.workers; localRank++) {
+    const worker = fork(workerEntry, [], {
+      env: {
+        ...baseEnvironment,
+        RINGTRAIN_COORDINATOR_URL: url,
+        RINGTRAIN_NODE: '0',
+        LOCAL_RANK: String(localRank),
+        RANK: String(localRank),
+        WORLD_SIZE: String(options.workers),
+        // NOTE: not yet run on a GPU. One device per worker, as torchrun users expect.
+        ...(plan.useGpus ? { CUDA_VISIBLE_DEVICES: String(localRank) } : {}),
+      },
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    children.add(worker);
+    workers.push(worker);
+    worker.once('exit', (code, signal) => {
+      children.delete(worker);
+      if (code === 0) return;
+      logger.error({ localRank, pid: worker.pid, code, signal, attempt: plan.attempt }, 'worker process ended abnormally');
+      if (coordinator.connected) coordinator.send({ type: 'workerExited', node: 0, localRank, code, signal });
+    });
+  }
+
+  const exitCode = await coordinatorExit;
+  await waitForWorkers(workers, logger);
+  plan.stop.onSignal = () => {};
+
+  if (exitCode === 0) return { kind: 'finished' };
+  if (exitCode === COORDINATOR_EXIT_STOPPED) return { kind: 'stopped', checkpoint: stoppedCheckpoint };
+  return { kind: 'failed', reason: failure ?? `the coordinator exited with code ${exitCode}` };
+}
+
+async function waitForWorkers(workers: readonly ChildProcess[], logger: Logger): Promise<void> {
+  const running = workers.filter((worker) => worker.exitCode === null && worker.signalCode === null);
+  if (running.length === 0) return;
+  const allExited = Promise.all(running.map((worker) => new Promise((done) => worker.once('exit', done))));
+  const timedOut = await Promise.race([
+    allExited.then(() => false),
+    new Promise<boolean>((done) => setTimeout(() => done(true), WORKER_EXIT_GRACE_MS).unref()),
+  ]);
+  if (timedOut) {
+    const pids = running.filter((worker) => worker.exitCode === null).map((worker) => worker.pid);
+    logger.warn({ pids }, `workers still running ${WORKER_EXIT_GRACE_MS} ms after the coordinator exited; killing them`);
+    for (const worker of running) worker.kill('SIGKILL');
+    await allExited;
+  }
+}
