@@ -11,7 +11,7 @@ import type { RunLogSink } from '../src/log/run-log-sink.js';
 import { ProgressDisplay } from './progress.js';
 import type { WorkerConnection, WorkerHub } from './worker-hub.js';
 
-/** What a finished or stopped run returns to the coordinator's entry point. */
+/** Result of a finished or stopped run, for the coordinator's entry point. */
 export interface RunSummary {
   /** Steps completed, counting those before a resume. */
   steps: number;
@@ -24,7 +24,7 @@ export interface RunSummary {
   lastCheckpoint: string | null;
 }
 
-/** Where training starts: after `step` completed steps (0 for a fresh run). */
+/** Starting point of training: `step` steps are already complete (0 for a fresh run). */
 export interface StartPoint {
   step: number;
 }

@@ -158,7 +158,7 @@ export class WorkerHub {
 
   /**
    * Closes every connection and the server. A worker that does not answer the close handshake within
-   * `graceMs` (a hung process) is cut off, rather than waiting for ws's own 30 s close timeout.
+   * `graceMs` (a hung process) is terminated, instead of waiting for the 30 s close timeout of ws.
    */
   async close(graceMs = 1000): Promise<void> {
     if (this.healthTimer !== null) clearInterval(this.healthTimer);
@@ -207,8 +207,8 @@ export class WorkerHub {
       const who = describeWorker(connection);
       this.logger.debug({ peer, code, rank: connection.rank }, 'worker disconnected');
       const activity = this.currentActivity;
-      // The launcher's report of the process exit (code or signal) says more than a closed socket, and it
-      // usually arrives within milliseconds, so give it a moment to win.
+      // The launcher's report of the process exit (code or signal) is more precise than a closed socket, and it
+      // usually arrives within milliseconds, so it gets a short head start.
       setTimeout(() => {
         this.fail(new RingtrainError('RINGTRAIN_ERR_WORKER_FAILED', `${who} closed its connection to the coordinator (code ${code}) during ${activity}`));
       }, CLOSE_REPORT_DELAY_MS).unref();

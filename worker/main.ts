@@ -1,6 +1,6 @@
 /**
  * The worker process: one per device. It builds the task, joins the coordinator, connects its ring links and
- * then runs whatever the coordinator sends (steps, evaluation, save) until told to shut down.
+ * then runs whatever the coordinator sends (steps, checkpoints, evaluation, save) until it receives `shutdown`.
  *
  * Environment contract (set by the launcher):
  *   RINGTRAIN_COORDINATOR_URL  ws://host:port of the coordinator
@@ -266,6 +266,11 @@ async function main(): Promise<void> {
 
   // Ctrl-C reaches every process of the terminal's group; the launcher alone decides how the run stops.
   process.on('SIGINT', () => baseLogger.info('SIGINT ignored; the launcher stops the run'));
+  // The launcher sends SIGTERM only to workers that outlived their coordinator; lines not yet sent go to stderr.
+  process.on('SIGTERM', () => {
+    baseLogger.warn('SIGTERM received; exiting');
+    void exitSoon(null, 143);
+  });
   process.on('uncaughtException', (error) => {
     baseLogger.fatal({ err: error }, 'uncaught exception in worker');
     void exitSoon(null, 1);

@@ -13,7 +13,7 @@ import { countPredictions } from '../src/metrics/classification.js';
 /** Sums a buffer in place across all ranks; the ring all-reduce in training, the identity for one process. */
 export type AllReduce = (buffer: Float32Array) => Promise<void>;
 
-/** What one data-parallel step produced on this rank (identical on every rank except the timings). */
+/** Result of one data-parallel step on this rank (identical on every rank except the timings). */
 export interface StepResult {
   loss: number;
   globalCount: number;
@@ -115,7 +115,7 @@ export class DataParallelTrainer<Batch> {
     const inverse = 1 / globalCount;
     for (let i = 0; i < meanGradients.length; i++) meanGradients[i] = (meanGradients[i] as number) * inverse;
 
-    // Every rank holds the same reduced values, so every rank takes the same branch here.
+    // Every rank has the same reduced values, so every rank takes the same branch here.
     let update = { gradNorm: globalNorm(meanGradients), lr: 0 };
     const finite = Number.isFinite(loss) && Number.isFinite(update.gradNorm);
     if (!finite && this.config.train.nonFinite === 'error') {

@@ -10,7 +10,7 @@ export interface SelectedBackend {
   name: string;
   /** npm package that provided it. */
   packageName: string;
-  /** Why the backends tried before it were skipped, in order. */
+  /** Reasons the backends tried before it were skipped, in order. */
   skipped: string[];
 }
 

@@ -31,7 +31,7 @@ export interface JoinMessage {
   /** Index of the worker among the workers of its node. */
   localRank: number;
   pid: number;
-  /** Where this worker's ring listener accepts its next neighbour. */
+  /** Address of this worker's ring listener, which its next neighbour dials. */
   ring: PeerAddress;
   /** tfjs backend the worker loaded. */
   backend: string;
@@ -160,7 +160,7 @@ export interface EvaluateMessage {
   indices: number[];
 }
 
-/** Where the batch plan continues: the epoch (from 0) and the index of the next global batch in it. */
+/** Position in the batch plan: the epoch (from 0) and the index of the next global batch in it. */
 export interface SamplerPosition {
   epoch: number;
   nextBatch: number;

@@ -6,7 +6,7 @@ import { mixSeed, SeededRandom } from '../random.js';
  * for the slowest rank and padding costs compute.
  */
 
-/** Global batches of one sort window: the window holds this many batches' worth of shuffled examples. */
+/** Size of one sort window, in global batches of shuffled examples. */
 const SORT_WINDOW_BATCHES = 50;
 
 /** Returns the number of full global batches in one epoch; the remainder of an epoch is dropped. */

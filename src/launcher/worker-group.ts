@@ -11,6 +11,9 @@ const workerEntry = join(distRoot, 'worker', 'main.js');
 /** How long workers may take to exit after the coordinator has finished, before they are killed. */
 const WORKER_EXIT_GRACE_MS = 10_000;
 
+/** How long a worker may take to exit after SIGTERM before it is killed with SIGKILL. */
+const WORKER_TERMINATE_GRACE_MS = 2_000;
+
 /** The coordinator's exit code after a requested stop (it checkpointed first). */
 const COORDINATOR_EXIT_STOPPED = 130;
 
@@ -22,13 +25,13 @@ export interface StopControl {
   onSignal: (signal: NodeJS.Signals) => void;
 }
 
-/** How one attempt (a coordinator and its workers) ended. */
+/** The outcome of one attempt: a coordinator and its workers. */
 export type AttemptOutcome =
   | { kind: 'finished' }
   | { kind: 'stopped'; checkpoint: string | null }
   | { kind: 'failed'; reason: string };
 
-/** What runAttempt needs to start one worker group. */
+/** Inputs of runAttempt for one worker group. */
 export interface AttemptPlan {
   options: LaunchOptions;
   runDir: string;
@@ -50,7 +53,7 @@ type CoordinatorNotice =
 /**
  * Starts a coordinator and the workers of this node, waits until the coordinator exits and every worker is gone,
  * and returns how the attempt ended. A worker that exits abnormally is reported to the coordinator, which fails
- * the run; workers still running 10 s after the coordinator exited are killed, so no process outlives it.
+ * the run. Workers still running 10 s after the coordinator exited are killed, so no process outlives it.
  */
 export async function runAttempt(plan: AttemptPlan): Promise<AttemptOutcome> {
   const { options, logger } = plan;
@@ -144,8 +147,13 @@ async function waitForWorkers(workers: readonly ChildProcess[], logger: Logger):
   ]);
   if (timedOut) {
     const pids = running.filter((worker) => worker.exitCode === null).map((worker) => worker.pid);
-    logger.warn({ pids }, `workers still running ${WORKER_EXIT_GRACE_MS} ms after the coordinator exited; killing them`);
-    for (const worker of running) worker.kill('SIGKILL');
+    logger.warn({ pids }, `workers still running ${WORKER_EXIT_GRACE_MS} ms after the coordinator exited; terminating them`);
+    // SIGTERM first lets a worker write its buffered log lines to stderr; a hung one needs SIGKILL.
+    for (const worker of running) worker.kill('SIGTERM');
+    const killTimer = setTimeout(() => {
+      for (const worker of running) worker.kill('SIGKILL');
+    }, WORKER_TERMINATE_GRACE_MS);
     await allExited;
+    clearTimeout(killTimer);
   }
 }

@@ -1,6 +1,6 @@
 import pino from 'pino';
 
-/** Where pino writes: anything with a `write(line)` method, such as a file stream or a link to the coordinator. */
+/** Destination of pino's lines: anything with a `write(line)` method, such as a file stream or a link to the coordinator. */
 export interface LineDestination {
   write(line: string): void;
 }
