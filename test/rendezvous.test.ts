@@ -1,0 +1,78 @@
+import test from 'ava';
+import type { WebSocket } from 'ws';
+import { assignRanks, checkAgreement, welcomeMessages } from '../coordinator/rendezvous.js';
+import type { WorkerConnection } from '../coordinator/worker-hub.js';
+import { PROTOCOL_VERSION, type JoinMessage } from '../src/comm/protocol.js';
+import { hasCode } from '../src/errors.js';
+
+function joinOf(node: number, localRank: number, overrides: Partial<JoinMessage> = {}): WorkerConnection {
+  const join: JoinMessage = {
+    type: 'join',
+    protocolVersion: PROTOCOL_VERSION,
+    runId: 'run-1',
+    node,
+    localRank,
+    pid: 1000 + 10 * node + localRank,
+    ring: { host: `127.0.0.${node + 1}`, port: 5000 + localRank },
+    backend: 'cpu',
+    trainSize: 100,
+    evalSize: 10,
+    trainLengths: new Uint16Array(100),
+    parameterCount: 42,
+    parameterLayoutHash: 'layout-a',
+    initialChecksum: 'init-a',
+    ...overrides,
+  };
+  // Rendezvous reads only `join` and writes `rank`; the socket is never touched here.
+  return { socket: null as unknown as WebSocket, join, rank: null, lastSeenMs: 0 };
+}
+
+test('assignRanks orders by node then local rank', (t) => {
+  const ordered = assignRanks([joinOf(1, 1), joinOf(0, 1), joinOf(1, 0), joinOf(0, 0)]);
+  t.deepEqual(
+    ordered.map((connection) => [connection.join.node, connection.join.localRank, connection.rank]),
+    [
+      [0, 0, 0],
+      [0, 1, 1],
+      [1, 0, 2],
+      [1, 1, 3],
+    ],
+  );
+});
+
+test('assignRanks rejects duplicate local ranks', (t) => {
+  const error = t.throws(() => assignRanks([joinOf(0, 0), joinOf(0, 1), joinOf(0, 1)]));
+  t.true(hasCode(error, 'RINGTRAIN_ERR_PROTOCOL'));
+  t.regex(error?.message ?? '', /two workers joined as node 0 local rank 1 \(pids 1001 and 1001\)/);
+});
+
+test('checkAgreement names field and both ranks', (t) => {
+  const ordered = assignRanks([joinOf(0, 0), joinOf(0, 1), joinOf(0, 2, { parameterLayoutHash: 'layout-b' })]);
+  const error = t.throws(() => checkAgreement(ordered));
+  t.true(hasCode(error, 'RINGTRAIN_ERR_PARAMETER_MISMATCH'));
+  t.regex(error?.message ?? '', /^parameterLayoutHash differs: rank 0 has layout-a, rank 2 has layout-b; /);
+});
+
+test('checkAgreement reports different data sizes', (t) => {
+  const ordered = assignRanks([joinOf(0, 0), joinOf(0, 1, { trainSize: 99 })]);
+  const error = t.throws(() => checkAgreement(ordered));
+  t.regex(error?.message ?? '', /^trainSize differs: rank 0 has 100, rank 1 has 99; the ranks loaded different training data$/);
+});
+
+test('checkAgreement accepts identical workers', (t) => {
+  t.notThrows(() => checkAgreement(assignRanks([joinOf(0, 0), joinOf(0, 1), joinOf(1, 0)])));
+});
+
+test('welcomeMessages link ring neighbours', (t) => {
+  const ordered = assignRanks([joinOf(0, 0), joinOf(0, 1), joinOf(1, 0)]);
+  const welcomes = welcomeMessages(ordered, 17);
+  t.deepEqual(
+    welcomes.map((welcome) => [welcome.rank, welcome.previous.port, welcome.previous.host, welcome.next.port, welcome.next.host]),
+    [
+      [0, 5000, '127.0.0.2', 5001, '127.0.0.1'],
+      [1, 5000, '127.0.0.1', 5000, '127.0.0.2'],
+      [2, 5001, '127.0.0.1', 5000, '127.0.0.1'],
+    ],
+  );
+  t.true(welcomes.every((welcome) => welcome.worldSize === 3 && welcome.totalSteps === 17));
+});
