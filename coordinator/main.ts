@@ -3,7 +3,7 @@
  * carries gradients. The launcher forks it with an IPC channel and this environment:
  *   RINGTRAIN_RUN_ID, RINGTRAIN_RUN_DIR, RINGTRAIN_CONFIG_FILE (the resolved config),
  *   RINGTRAIN_WORKERS_PER_NODE (comma-separated worker counts, one per node).
- *   RINGTRAIN_RESUME_FILE (optional checkpoint to resume from).
+ *   RINGTRAIN_RESUME_FILE (optional checkpoint to resume from), RINGTRAIN_LOG_TO (optional aggregator URL).
  * Over IPC it sends the launcher `listening` {url} once workers can connect, `failed` {code, message, activity}
  * before exiting with 1, and `stopped` {step, checkpoint} before exiting with 130 after a requested stop. It
  * accepts `workerExited` {node, localRank, code, signal}, so a dead worker fails the run at once, and `stop`.
@@ -52,6 +52,9 @@ async function main(): Promise<number> {
 
   const sink = new RunLogSink(join(runDir, 'logs.jsonl'));
   const logger = createLogger({ run: runId, node: 0, rank: null, role: 'coordinator' }, sink);
+  // Worker lines arrive through this sink too, so one shipper streams the lines of every process.
+  const logTo = process.env.RINGTRAIN_LOG_TO ?? '';
+  if (logTo !== '') sink.streamTo(logTo, process.env.RINGTRAIN_TOKEN ?? null, logger);
   const hub = await WorkerHub.listen(config.coordinator.host, config.coordinator.port, (line) => sink.write(line), logger);
   hub.stallWarnMs = config.health.stallWarnMs;
   const url = `ws://${config.coordinator.host}:${hub.address.port}`;

@@ -33,6 +33,8 @@ export interface LaunchOptions {
   resume: string | null;
   /** Times the launcher restarts the worker group from the latest checkpoint after a failure (`--max-restarts`). */
   maxRestarts: number;
+  /** WebSocket URL of a log aggregator that receives every log line of the run (`--log-to`), or null. */
+  logTo: string | null;
 }
 
 /** Inputs of parseLaunchArgs besides argv, replaceable in tests. */
@@ -54,6 +56,7 @@ const OPTIONS = {
   set: { type: 'string', multiple: true },
   resume: { type: 'string' },
   'max-restarts': { type: 'string' },
+  'log-to': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -72,6 +75,7 @@ const FLAG_EXAMPLES: Readonly<Record<string, string>> = {
   '--set': 'optimizer.lr=3e-4',
   '--resume': 'runs/20261204-213015-a3f9',
   '--max-restarts': '3',
+  '--log-to': 'ws://127.0.0.1:9400',
 };
 
 function usageError(message: string): RingtrainError {
@@ -229,6 +233,7 @@ export function parseLaunchArgs(argv: readonly string[], environment: LaunchEnvi
       help: true,
       resume: null,
       maxRestarts: 0,
+      logTo: null,
     };
   }
 
@@ -237,6 +242,7 @@ export function parseLaunchArgs(argv: readonly string[], environment: LaunchEnvi
   const workers = values.gpus === undefined ? 1 : parseIntegerFlag('--gpus', values.gpus, WORKERS_RULE);
   const maxRestarts = values['max-restarts'] === undefined ? 0 : parseIntegerFlag('--max-restarts', values['max-restarts'], { kind: 'integer', min: 0 });
   const resume = values.resume === undefined ? null : parsePathFlag('--resume', values.resume, cwd);
+  const logTo = values['log-to'] === undefined ? null : parseWebSocketUrl('--log-to', values['log-to']);
   // A resumed run continues in the run directory it came from and reuses its resolved config by default.
   const resumedRunDir = resume === null ? null : runDirOfResume(resume);
   const runDir =
@@ -274,7 +280,20 @@ export function parseLaunchArgs(argv: readonly string[], environment: LaunchEnvi
     );
   }
 
-  return { workers, configPath, runDir, runId, config, help: false, resume, maxRestarts };
+  return { workers, configPath, runDir, runId, config, help: false, resume, maxRestarts, logTo };
+}
+
+function parseWebSocketUrl(flag: string, text: string): string {
+  let url: URL | null = null;
+  try {
+    url = new URL(text);
+  } catch {
+    // Reported below with the expected form.
+  }
+  if (url === null || (url.protocol !== 'ws:' && url.protocol !== 'wss:')) {
+    throw usageError(`${flag} must be a ws:// or wss:// URL such as ws://127.0.0.1:9400 (got ${describeFlagValue(text)})`);
+  }
+  return url.toString();
 }
 
 /**
@@ -330,6 +349,9 @@ Options:
                     directory with its saved config unless --run-dir or --config is given.
   --max-restarts N  After a failure, restart every worker from the latest checkpoint
                     up to N times (integer of at least 0; default 0).
+  --log-to URL      Also stream every process's log lines to a log aggregator
+                    (npm run aggregator) at this ws:// URL. RINGTRAIN_TOKEN, when set,
+                    is presented to it. Losing the aggregator never stops the run.
   -h, --help        Print this help and exit.
 
 Examples:

@@ -70,6 +70,7 @@ async function main(): Promise<number> {
 
   const sink = new RunLogSink(join(runDir, 'logs.jsonl'));
   const logger = createLogger({ run: options.runId, node: 0, rank: null, role: 'launcher' }, sink);
+  if (options.logTo !== null) sink.streamTo(options.logTo, process.env.RINGTRAIN_TOKEN ?? null, logger);
   logger.info({ workers: options.workers, config: options.configPath, runDir, resumeFile, maxRestarts: options.maxRestarts }, 'launching run');
 
   const gpus =

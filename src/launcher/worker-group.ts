@@ -64,6 +64,7 @@ export async function runAttempt(plan: AttemptPlan): Promise<AttemptOutcome> {
     RINGTRAIN_CONFIG_FILE: plan.configFile,
     RINGTRAIN_RESTART_COUNT: String(plan.attempt),
     RINGTRAIN_RESUME_FILE: plan.resumeFile ?? '',
+    RINGTRAIN_LOG_TO: options.logTo ?? '',
   };
 
   const children = new Set<ChildProcess>();

@@ -1,5 +1,7 @@
 import { createWriteStream, type WriteStream } from 'node:fs';
+import type { Logger } from 'pino';
 import type { LineDestination } from './logger.js';
+import { LogShipper } from './shipper.js';
 import { formatLogLine } from './pretty.js';
 
 /**
@@ -15,14 +17,26 @@ export class RunLogSink implements LineDestination {
     this.file = createWriteStream(path, { flags: 'a' });
   }
 
+  private shipper: LogShipper | null = null;
+
   write(line: string): void {
     const complete = line.endsWith('\n') ? line : line + '\n';
     this.file.write(complete);
+    this.shipper?.write(complete);
     this.printLine(formatLogLine(complete));
   }
 
-  /** Flushes and closes the log file. */
-  close(): Promise<void> {
-    return new Promise((resolve) => this.file.end(resolve));
+  /**
+   * Also streams every line to a log aggregator at `url` (`npm run aggregator`), presenting `token` when given.
+   * The shipper buffers in a bounded queue and reconnects with backoff, so a lost aggregator never slows the run.
+   */
+  streamTo(url: string, token: string | null, logger?: Logger): void {
+    this.shipper = new LogShipper({ url, token: token ?? undefined, logger });
+  }
+
+  /** Sends what the aggregator can still take (for at most 2 s), then flushes and closes the log file. */
+  async close(): Promise<void> {
+    await this.shipper?.close(2000);
+    await new Promise((resolve) => this.file.end(resolve));
   }
 }

@@ -1,8 +1,8 @@
 /**
  * The client side of the log aggregator: a pino destination that ships every line over one WebSocket to
- * `npm run aggregator`. Lines wait in a bounded queue, several per frame; while the aggregator is unreachable
- * the shipper reconnects with exponential backoff and drops the oldest lines once the queue is full, so a lost
- * aggregator never stops or slows the process that logs. Wire format and behaviour: docs/log-aggregator.md.
+ * `npm run aggregator`. Lines wait in a bounded queue and leave several per frame. While the aggregator is
+ * unreachable, the shipper reconnects with exponential backoff and drops the oldest lines once the queue is
+ * full, so a lost aggregator never stops or slows the process that logs. Wire format: docs/log-aggregator.md.
  */
 import type { IncomingMessage } from 'node:http';
 import type { Logger } from 'pino';
@@ -19,14 +19,14 @@ export interface ReconnectOptions {
 export interface LogShipperOptions {
   /** Aggregator address, e.g. `ws://127.0.0.1:9400`. */
   url: string;
-  /** Shared secret sent as `Authorization: Bearer <token>`; omit it for an aggregator started without a token. */
+  /** Shared secret sent as `Authorization: Bearer <token>`. Omit it for an aggregator started without a token. */
   token?: string;
-  /** Receives the shipper's own reports (connects, failures, drops); it should not write to this shipper. */
+  /** Logger for the shipper's own reports (connects, failures, drops). It should write somewhere else than this shipper. */
   logger?: Logger;
-  /** Lines kept while the aggregator is slow or unreachable; the oldest are dropped beyond this (default 10000). */
+  /** Maximum lines kept while the aggregator is slow or unreachable. Beyond it the oldest are dropped (default 10000). */
   maxQueueLines?: number;
   reconnect?: ReconnectOptions;
-  /** Upper bound of one frame's payload; keep it below the aggregator's 1 MiB limit (default 512 KiB). */
+  /** Maximum payload of one frame, below the aggregator's 1 MiB limit (default 512 KiB). */
   maxFrameBytes?: number;
   /** Minimum time between two reports of the same kind to `logger` (default 30000 ms). */
   logIntervalMs?: number;
@@ -39,7 +39,7 @@ const DEFAULT_RECONNECT: ReconnectOptions = { initialDelayMs: 200, maxDelayMs: 3
 const DEFAULT_MAX_FRAME_BYTES = 512 * 1024;
 const DEFAULT_LOG_INTERVAL_MS = 30_000;
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 5_000;
-/** Frames handed to the socket but not yet written to the kernel; beyond this, lines wait in the queue where they can be dropped. */
+/** Maximum frames handed to the socket but not yet written to the kernel. Other lines wait in the queue, where they can be dropped. */
 const MAX_FRAMES_IN_FLIGHT = 2;
 
 /** Why lines were dropped: evicted from a full queue, longer than maxFrameBytes, or never delivered to the socket. */
@@ -55,7 +55,10 @@ export function reconnectDelayMs(attempt: number, options: ReconnectOptions, ran
   return delay / 2 + random() * (delay / 2);
 }
 
-/** A fixed-capacity FIFO of lines; pushing onto a full queue evicts the oldest line in O(1). */
+/**
+ * A fixed-capacity FIFO of lines. Pushing onto a full queue evicts the oldest line in O(1).
+ * NOTE: the bound counts lines, not bytes, so memory can reach maxQueueLines x maxFrameBytes with huge lines.
+ */
 class LineQueue {
   private readonly items: (string | undefined)[];
   private head = 0;
@@ -65,7 +68,7 @@ class LineQueue {
     this.items = new Array<string | undefined>(capacity);
   }
 
-  /** Appends `line`; returns true when the oldest line was evicted to make room. */
+  /** Appends `line` and returns true when the oldest line was evicted to make room. */
   push(line: string): boolean {
     const evicted = this.size === this.capacity;
     if (evicted) {
@@ -112,11 +115,11 @@ function validateUrl(url: string): void {
 
 /**
  * A pino destination that ships lines to the log aggregator. `write` is synchronous, never throws and never
- * waits for the network. Every line passed to `write` ends up counted exactly once: in `sentLines`,
- * `droppedLines` or `queuedLines`.
+ * waits for the network. Every non-empty string passed to `write` is counted exactly once, in `sentLines`,
+ * `droppedLines` or `queuedLines`, except the lines this shipper's own logger writes back to it.
  */
 export class LogShipper implements LineDestination {
-  /** Lines whose frame was written to the socket; a line is counted even if the aggregator dies before reading it. */
+  /** Lines whose frame was written to the socket, counted even if the aggregator dies before reading them. */
   sentLines = 0;
   /** Lines lost: evicted from a full queue, longer than `maxFrameBytes`, in a frame the socket failed to write, or written after `close`. */
   droppedLines = 0;
@@ -138,11 +141,13 @@ export class LogShipper implements LineDestination {
   private framesInFlight = 0;
   private flushScheduled = false;
   private reconnectTimer: NodeJS.Timeout | null = null;
-  /** Failed attempts since the last open connection; picks the next backoff delay. */
+  /** Failed attempts since the last open connection, which set the next backoff delay. */
   private failedAttempts = 0;
   private failuresSinceReport = 0;
   private lastFailureReportMs = -Infinity;
   private lossesSinceReport = 0;
+  private connectsSinceReport = 0;
+  private lastConnectReportMs = -Infinity;
   private lastLossReportMs = -Infinity;
   /** Lines dropped since the last report, by cause. */
   private dropsSinceReport: Record<DropCause, number> = { queueFull: 0, tooLong: 0, notSent: 0 };
@@ -180,7 +185,7 @@ export class LogShipper implements LineDestination {
     return this.isOpen;
   }
 
-  /** Queues one line (pino passes one JSON line per call) and schedules a send; returns at once. */
+  /** Queues one line (pino passes one JSON line per call) and schedules a send without waiting for it. */
   write(line: string): void {
     if (this.reporting) return;
     if (typeof line !== 'string' || line.length === 0) return;
@@ -188,8 +193,10 @@ export class LogShipper implements LineDestination {
       this.recordDrop('notSent', 1);
       return;
     }
-    // A UTF-8 character takes at most 3 bytes per UTF-16 unit, so the exact count is needed only for long lines.
-    if (line.length * 3 > this.maxFrameBytes && Buffer.byteLength(line) > this.maxFrameBytes) {
+    // The frame carries the line plus '\n' when it lacks one. A UTF-16 unit takes at most 3 UTF-8 bytes, so the
+    // exact byte count is needed only for long lines.
+    const newlineBytes = line.endsWith('\n') ? 0 : 1;
+    if ((line.length + newlineBytes) * 3 > this.maxFrameBytes && Buffer.byteLength(line) + newlineBytes > this.maxFrameBytes) {
       this.recordDrop('tooLong', 1);
       return;
     }
@@ -275,7 +282,7 @@ export class LogShipper implements LineDestination {
     let failure: Error | null = null;
 
     socket.on('upgrade', (response: IncomingMessage) => {
-      // An idle connection to the aggregator must not keep the logging process alive; close() flushes before exit.
+      // An idle connection to the aggregator must not keep the logging process alive. close() flushes before exit.
       response.socket.unref();
     });
     socket.on('open', () => {
@@ -283,11 +290,18 @@ export class LogShipper implements LineDestination {
       const attempts = this.failedAttempts;
       this.failedAttempts = 0;
       this.failuresSinceReport = 0;
-      this.report('info', { url: this.url, failedAttempts: attempts, queuedLines: this.queue.size }, 'log shipper connected to the aggregator');
+      this.connectsSinceReport++;
+      const nowMs = Date.now();
+      if (nowMs - this.lastConnectReportMs >= this.logIntervalMs) {
+        const fields = { url: this.url, failedAttempts: attempts, connects: this.connectsSinceReport, queuedLines: this.queue.size };
+        this.report('info', fields, 'log shipper connected to the aggregator');
+        this.lastConnectReportMs = nowMs;
+        this.connectsSinceReport = 0;
+      }
       this.flush();
       this.tryFinishClose();
     });
-    // The aggregator sends nothing; a message is ignored rather than trusted.
+    // The aggregator sends no data frames, so any message is ignored rather than trusted.
     socket.on('message', () => undefined);
     socket.on('error', (error) => {
       failure = error;
@@ -391,7 +405,7 @@ export class LogShipper implements LineDestination {
     this.droppedLines += count;
     this.dropsSinceReport[cause] += count;
     if (this.dropReportTimer !== null || this.logger === undefined) return;
-    // Drops happen inside write(); the report waits for a timer so logging never runs inside write().
+    // Drops happen inside write(), so the report waits for a timer and logging never runs inside write().
     const waitMs = Math.max(0, this.lastDropReportMs + this.logIntervalMs - Date.now());
     this.dropReportTimer = setTimeout(() => {
       this.dropReportTimer = null;
@@ -418,7 +432,7 @@ export class LogShipper implements LineDestination {
     try {
       this.logger[level](fields, message);
     } catch {
-      // A failing diagnostic logger must not break shipping; the counters still record what happened.
+      // A failing diagnostic logger must not break shipping. The counters still record what happened.
     } finally {
       this.reporting = false;
     }

@@ -5,15 +5,15 @@ import { RingtrainError } from '../../errors.js';
 
 /** The aggregator's resolved options. */
 export interface AggregatorOptions {
-  /** TCP port to listen on; 0 picks a free one, which the start log line reports. */
+  /** TCP port to listen on. 0 picks a free one, which the start log line reports. */
   port: number;
   /** Interface to listen on (`--host`, default 127.0.0.1). */
   host: string;
   /** Absolute path of the directory that receives one `<run>.jsonl` per run. */
   outDir: string;
-  /** Shared secret clients must present, from `--token` or RINGTRAIN_TOKEN; null accepts every client. */
+  /** Shared secret clients must present, from `--token` or RINGTRAIN_TOKEN. Null accepts every client. */
   token: string | null;
-  /** Where the token came from, so the start log can warn about a token visible in the process list. */
+  /** Origin of the token, so the start log can warn about a token visible in the process list. */
   tokenSource: 'flag' | 'environment' | null;
   /** True to print every received line in readable form on stdout (`--live`). */
   live: boolean;
@@ -58,7 +58,7 @@ function usageError(message: string): RingtrainError {
   return new RingtrainError('RINGTRAIN_ERR_USAGE', `${message}; ${HELP_HINT}`);
 }
 
-/** Parses the aggregator's flags; `environment` supplies RINGTRAIN_TOKEN. Throws RINGTRAIN_ERR_USAGE on invalid flags. */
+/** Parses the aggregator's flags, with RINGTRAIN_TOKEN from `environment`. Throws RINGTRAIN_ERR_USAGE on invalid flags. */
 export function parseAggregatorArgs(argv: string[], environment: NodeJS.ProcessEnv = process.env): AggregatorOptions {
   let values: { port?: string; host?: string; out?: string; token?: string; live?: boolean; help?: boolean };
   try {
@@ -90,6 +90,11 @@ export function parseAggregatorArgs(argv: string[], environment: NodeJS.ProcessE
   } else if (environment.RINGTRAIN_TOKEN !== undefined && environment.RINGTRAIN_TOKEN !== '') {
     token = environment.RINGTRAIN_TOKEN;
     tokenSource = 'environment';
+  }
+  // The token travels in an HTTP header as "Bearer <token>", which allows no whitespace or control characters.
+  if (token !== null && !/^[\x21-\x7e]+$/.test(token)) {
+    const origin = tokenSource === 'flag' ? '--token' : 'RINGTRAIN_TOKEN';
+    throw usageError(`${origin} must consist of printable ASCII characters without spaces; generate one with 'openssl rand -hex 32'`);
   }
 
   return { port, host, outDir: resolve(values.out), token, tokenSource, live: values.live === true, help: false };

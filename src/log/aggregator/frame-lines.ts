@@ -4,16 +4,16 @@
 export interface FrameLines {
   /** Lines keyed by their `run` field (null: JSON without a usable run), each ending in '\n', in frame order. */
   byRun: Map<string | null, string[]>;
-  /** Lines that are not a JSON object; they are counted and reported, never written. */
+  /** Lines that are not a JSON object. They are counted and reported, never written. */
   invalid: string[];
   /** Number of lines in `byRun`. */
   validCount: number;
 }
 
 /**
- * Splits `text` on '\n' and parses each non-empty line. A line is kept byte for byte when it is a JSON object;
- * its `run` must be a non-empty string or a finite number, else it goes under null. A trailing '\r' stays part
- * of the line, since JSON allows it as whitespace.
+ * Splits `text` on '\n' and parses each non-empty line. A JSON object is kept byte for byte, under its `run`
+ * when that is a non-empty string or a finite number, else under null. A trailing '\r' stays part of the line
+ * because JSON allows it as whitespace.
  */
 export function splitFrameLines(text: string): FrameLines {
   const byRun = new Map<string | null, string[]>();

@@ -27,7 +27,7 @@ export function runFileStem(run: string): string {
 interface OpenFile {
   stream: WriteStream;
   lastWriteMs: number;
-  /** Callbacks waiting for the stream's buffer to empty; one 'drain' listener serves them all. */
+  /** Callbacks waiting for the stream's buffer to empty. One 'drain' listener serves them all. */
   drainWaiters: (() => void)[];
 }
 
@@ -52,7 +52,7 @@ export class RunFiles {
 
   /**
    * Appends `text` (whole lines, each ending in '\n') to the run's file. Returns false when the file's buffer is
-   * full; `onDrain` is then called once it has been written, so the caller can pause its input until then.
+   * full. `onDrain` is then called once the buffer has been written, so the caller can pause its input until then.
    */
   append(run: string | null, text: string, onDrain: () => void): boolean {
     if (this.closed) throw new Error(`run files in ${this.directory} are closed; no more lines can be written`);
@@ -68,7 +68,7 @@ export class RunFiles {
     return accepted;
   }
 
-  /** Flushes and closes every file; later appends throw. */
+  /** Flushes and closes every file. Later appends throw. */
   async close(): Promise<void> {
     this.closed = true;
     clearInterval(this.idleTimer);
@@ -85,7 +85,7 @@ export class RunFiles {
     };
     stream.on('drain', wakeWaiters);
     stream.on('error', (error) => {
-      // The stream is unusable after an error; forgetting it makes the next line reopen the file.
+      // The stream is unusable after an error. Forgetting it makes the next line reopen the file.
       this.logger.error({ err: error, path }, 'failed to write a run log file; lines written meanwhile may be lost');
       if (this.files.get(path) === file) this.files.delete(path);
       wakeWaiters();

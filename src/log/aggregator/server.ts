@@ -12,7 +12,7 @@ import { formatLiveLine } from './live-view.js';
 import { RunFiles } from './run-files.js';
 import { bearerTokenMatches } from './token.js';
 
-/** Largest frame payload accepted; a larger frame closes that connection with code 1009 and nothing else. */
+/** Maximum frame payload accepted. A larger frame closes that connection, and only it, with code 1009. */
 export const MAX_FRAME_BYTES = 1024 * 1024;
 /** Time connections get to finish their close handshake at shutdown before they are cut. */
 const CLOSE_GRACE_MS = 2_000;
@@ -23,11 +23,11 @@ const SAMPLE_CHARACTERS = 200;
 export interface LogAggregatorOptions {
   port: number;
   host: string;
-  /** Directory of the per-run files; created if missing. */
+  /** Directory of the per-run files, created if missing. */
   outDir: string;
-  /** Token clients must send as `Authorization: Bearer <token>`; null accepts every client. */
+  /** Token clients must send as `Authorization: Bearer <token>`. Null accepts every client. */
   token: string | null;
-  /** Receives one formatted line per received log line (the `--live` view); null prints nothing. */
+  /** Printer of one formatted line per received log line (the `--live` view). Null prints nothing. */
   printLine: ((text: string) => void) | null;
 }
 
@@ -36,9 +36,9 @@ export interface AggregatorStats {
   acceptedConnections: number;
   rejectedConnections: number;
   linesWritten: number;
-  /** Lines that were not a JSON object; counted, logged, not written. */
+  /** Lines that were not a JSON object, counted and logged but not written. */
   invalidLines: number;
-  /** Binary frames, which the wire format does not allow; counted, logged, not written. */
+  /** Binary frames, which the wire format does not allow, counted and logged but not written. */
   binaryFrames: number;
 }
 
@@ -49,7 +49,7 @@ interface Connection {
   lines: number;
   invalidLines: number;
   binaryFrames: number;
-  /** Files whose buffers are full; reading from the socket pauses until this is back to 0. */
+  /** Files whose buffers are full. Reading from the socket pauses until this is back to 0. */
   pendingDrains: number;
 }
 
@@ -59,7 +59,7 @@ function peerOf(request: IncomingMessage): string {
   return `${address}:${request.socket.remotePort ?? '?'}`;
 }
 
-/** A running aggregator; create one with `LogAggregator.start`. */
+/** A running aggregator, created by `LogAggregator.start`. */
 export class LogAggregator {
   readonly stats: AggregatorStats = { acceptedConnections: 0, rejectedConnections: 0, linesWritten: 0, invalidLines: 0, binaryFrames: 0 };
   private readonly connections = new Set<Connection>();
@@ -82,7 +82,7 @@ export class LogAggregator {
     });
   }
 
-  /** Creates the output directory, listens and returns the running aggregator; rejects when the port cannot be bound. */
+  /** Creates the output directory and listens. Rejects when the port cannot be bound. */
   static async start(options: LogAggregatorOptions, logger: Logger): Promise<LogAggregator> {
     await mkdir(options.outDir, { recursive: true });
     const httpServer = createServer((_request, response) => {
@@ -130,14 +130,14 @@ export class LogAggregator {
     return aggregator;
   }
 
-  /** The bound address; `port` is the real one when 0 was requested. */
+  /** The bound address, whose `port` is the real one when 0 was requested. */
   get address(): AddressInfo {
     return this.httpServer.address() as AddressInfo;
   }
 
   /**
-   * Stops accepting connections, asks every client to close (code 1001), cuts those that have not closed after
-   * 2 s, then flushes and closes every file. Calling it again returns the same promise.
+   * Stops accepting connections, sends every client a close frame (code 1001), cuts those that have not closed
+   * after 2 s, then flushes and closes every file. Calling it again returns the same promise.
    */
   stop(reason = 'shutdown'): Promise<void> {
     this.stopping ??= this.shutDown(reason);
