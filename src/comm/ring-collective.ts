@@ -1,63 +1,34 @@
 /**
  * One ring all-reduce over two connected links: N-1 reduce-scatter steps, then N-1 all-gather steps.
  *
- * Rank r first sends its own chunk r. Every later frame is the one just received from the previous rank,
+ * Rank r first sends its own chunk r. Every later frame is one just received from the previous rank,
  * forwarded to the next rank as soon as it is applied, so slices of a step stream through the ring
- * (pipelining) instead of waiting for whole chunks. In reduce-scatter the received values are added into
- * the local chunk, and the sums are written back into the frame before it is forwarded. In all-gather the
- * received values are copied into the buffer unchanged.
+ * (pipelining) instead of waiting for whole chunks. In reduce-scatter the received values are added to
+ * the local chunk. The partial sums travel on in the received frame, and the complete sums of the last
+ * step are stored in the buffer. In all-gather the received values land in the buffer unchanged.
+ *
+ * The run is event driven. The receive link reads each payload straight into a frame from a reusable
+ * pool (reduce-scatter) or into the caller's buffer (all-gather), and the frame is applied as soon as it
+ * is complete. Frames whose payload is in the buffer are sent from there without a copy. The whole own
+ * chunk is handed to the socket at the start, so forwarded frames follow it in step order.
  */
 import { RingtrainError } from '../errors.js';
-import {
-  ChunkLayout,
-  FRAME_HEADER_BYTES,
-  RingPhase,
-  phaseName,
-  readFrameHeader,
-  writeFrameHeader,
-  type FrameHeader,
-} from './ring-frame.js';
-import type { RingLink } from './ring-link.js';
-
-/** Buffers that a ring reuses across collectives, so the hot path allocates only what ws allocates. */
-export class CollectiveBuffers {
-  /** Outgoing frames of step 0, each written only after its previous send has finished. */
-  readonly staging: { frame: Buffer; sent: Promise<void> }[] = [];
-  /** Aligned copy of payloads that ws delivered at an offset that is not a multiple of 4. */
-  scratch = new Float32Array(0);
-
-  /** Returns staging slot `index` with room for `payloadElements` values, reallocating it when too small. */
-  stagingSlot(index: number, payloadElements: number): { frame: Buffer; sent: Promise<void> } {
-    const bytes = FRAME_HEADER_BYTES + payloadElements * 4;
-    let slot = this.staging[index];
-    if (slot === undefined || slot.frame.length < bytes) {
-      // allocUnsafeSlow gives the frame its own ArrayBuffer at offset 0, so the payload is 4-byte aligned.
-      slot = { frame: Buffer.allocUnsafeSlow(bytes), sent: slot?.sent ?? Promise.resolve() };
-      this.staging[index] = slot;
-    }
-    return slot;
-  }
-
-  /** Returns the scratch array, grown to hold at least `elements` values. */
-  scratchFor(elements: number): Float32Array {
-    if (this.scratch.length < elements) {
-      this.scratch = new Float32Array(elements);
-    }
-    return this.scratch;
-  }
-}
+import { ChunkLayout, FRAME_HEADER_BYTES, RingPhase, phaseName, writeFrameHeader, type FrameHeader } from './ring-frame.js';
+import type { CollectiveBuffers } from './ring-frame-pool.js';
+import type { SendLink } from './ring-link.js';
+import type { FrameConsumer, ReceiveLink } from './ring-receive-link.js';
+import { addInto } from './ring-reduce.js';
 
 /** Everything one collective needs besides the buffer. */
 export interface CollectiveContext {
   rank: number;
   worldSize: number;
-  previous: RingLink;
-  next: RingLink;
+  previous: ReceiveLink;
+  next: SendLink;
+  /** Limit on the time without a received frame, or without a finished write while sends are pending. */
   timeoutMs: number;
   /** Largest payload of a frame this rank originates, in elements. */
   sliceElements: number;
-  /** Number of staging frames for step 0; more lets more sends overlap. */
-  stagingSlots: number;
   buffers: CollectiveBuffers;
 }
 
@@ -71,155 +42,311 @@ interface StepPosition {
  * Sums `buffer` element-wise across all ranks, in place. `sequence` is the collective's number; every rank
  * must pass the same. Rejects with RINGTRAIN_ERR_PROTOCOL, _PEER_CLOSED or _COLLECTIVE_TIMEOUT.
  */
-export async function runRingAllReduce(context: CollectiveContext, buffer: Float32Array, sequence: number): Promise<void> {
-  const { rank, worldSize } = context;
-  const layout = new ChunkLayout(buffer.length, worldSize);
-  const totalSteps = 2 * (worldSize - 1);
-  const bufferBytes = new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
-  const previousRank = context.previous.info.peerRank;
-  const nextRank = context.next.info.peerRank;
-  const lastPosition = stepPosition(totalSteps - 1, worldSize);
+export function runRingAllReduce(context: CollectiveContext, buffer: Float32Array, sequence: number): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    new CollectiveRun(context, buffer, sequence, resolve, reject).start();
+  });
+}
 
-  await sendOwnChunk(context, buffer, layout, sequence);
+/** The state of one collective on one rank: where the next received frame belongs and what is left to send. */
+class CollectiveRun implements FrameConsumer {
+  private readonly context: CollectiveContext;
+  private readonly buffer: Float32Array;
+  private readonly bufferBytes: Uint8Array;
+  private readonly sequence: number;
+  private readonly layout: ChunkLayout;
+  private readonly totalSteps: number;
+  private readonly resolve: () => void;
+  private readonly reject: (error: Error) => void;
+  private readonly previousRank: number;
+  private readonly nextRank: number;
 
-  for (let t = 0; t < totalSteps; t += 1) {
-    const position = stepPosition(t, worldSize);
-    const forwardPosition = t + 1 < totalSteps ? stepPosition(t + 1, worldSize) : null;
+  /** Index of the step whose frames arrive now, 0 to totalSteps - 1; totalSteps once all arrived. */
+  private step = 0;
+  private position: StepPosition = { phase: RingPhase.ReduceScatter, step: 0 };
+  private chunkEnd = 0;
+  /** Element index where the next received frame must start. */
+  private offset = 0;
+  /** The frame whose payload is arriving, and the pool frame it is read into (null: read into the buffer). */
+  private current: FrameHeader | null = null;
+  private currentFrame: Buffer | null = null;
+
+  private ownStart = 0;
+  private ownEnd = 0;
+
+  private lastFrameAt = performance.now();
+  private lastWriteAt = performance.now();
+  private watchdog: NodeJS.Timeout | null = null;
+  private readonly removeListeners: (() => void)[] = [];
+  private settled = false;
+
+  constructor(
+    context: CollectiveContext,
+    buffer: Float32Array,
+    sequence: number,
+    resolve: () => void,
+    reject: (error: Error) => void,
+  ) {
+    this.context = context;
+    this.buffer = buffer;
+    this.bufferBytes = new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+    this.sequence = sequence;
+    this.layout = new ChunkLayout(buffer.length, context.worldSize);
+    this.totalSteps = 2 * (context.worldSize - 1);
+    this.resolve = resolve;
+    this.reject = reject;
+    this.previousRank = context.previous.info.peerRank;
+    this.nextRank = context.next.info.peerRank;
+  }
+
+  start(): void {
+    const { previous, next, rank } = this.context;
+    if (next.failedWith !== null) {
+      this.finish(next.failedWith);
+      return;
+    }
+    this.removeListeners.push(
+      next.addFailureListener((error) => this.finish(error)),
+      previous.addFailureListener((error) => {
+        // Once every frame has arrived, only the sends to the next rank are left, so the collective can finish.
+        if (this.step < this.totalSteps) {
+          this.finish(error);
+        }
+      }),
+    );
+    this.watchdog = setTimeout(() => this.checkProgress(), this.context.timeoutMs);
+    this.ownStart = this.layout.start(rank);
+    this.ownEnd = this.ownStart + this.layout.chunkLength(rank);
+    this.enterStep(0);
+    this.sendOwnChunk();
+    previous.setConsumer(this);
+    if (!this.settled && this.step < this.totalSteps && previous.failedWith !== null) {
+      this.finish(previous.failedWith);
+    }
+  }
+
+  private enterStep(step: number): void {
+    const { rank, worldSize } = this.context;
+    this.step = step;
+    if (step >= this.totalSteps) {
+      return;
+    }
+    this.position = stepPosition(step, worldSize);
     const chunk =
-      position.phase === RingPhase.ReduceScatter
-        ? modulo(rank - t - 1, worldSize)
-        : modulo(rank - position.step, worldSize);
-    const chunkStart = layout.start(chunk);
-    const chunkEnd = chunkStart + layout.chunkLength(chunk);
-    let offset = chunkStart;
+      this.position.phase === RingPhase.ReduceScatter ? modulo(rank - step - 1, worldSize) : modulo(rank - this.position.step, worldSize);
+    this.offset = this.layout.start(chunk);
+    this.chunkEnd = this.offset + this.layout.chunkLength(chunk);
+  }
 
-    // An empty chunk still travels as one frame with no payload, which keeps every rank in lockstep.
-    do {
-      const frame = await context.previous.receive(context.timeoutMs, () =>
-        timeoutError(context, position, sequence, `a frame from rank ${previousRank}`, previousRank),
-      );
-      const header = readFrameHeader(frame, `rank ${previousRank}`);
-      checkHeader(context, header, position, sequence, buffer.length, offset, chunkEnd);
+  /**
+   * Checks the header of a frame from the previous rank and returns where its payload goes: a pool frame in
+   * reduce-scatter, where the values are added first, and the caller's buffer in all-gather.
+   */
+  beginFrame(header: FrameHeader): Uint8Array | null {
+    if (this.settled) {
+      return null;
+    }
+    try {
+      this.lastFrameAt = performance.now();
+      this.checkHeader(header);
+    } catch (error) {
+      this.finish(error as Error);
+      return null;
+    }
+    this.current = header;
+    if (this.position.phase === RingPhase.AllGather) {
+      this.currentFrame = null;
+      return this.bufferBytes.subarray(header.offset * 4, (header.offset + header.count) * 4);
+    }
+    this.currentFrame = this.context.buffers.takeFrame(header.count);
+    return this.currentFrame.subarray(FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + header.count * 4);
+  }
 
-      if (position.phase === RingPhase.ReduceScatter) {
-        addIntoBufferAndFrame(context.buffers, buffer, frame, header.offset, header.count);
+  /** Applies the frame whose payload has just arrived, forwards it, and moves on to the next position. */
+  endFrame(): void {
+    const header = this.current;
+    if (this.settled || header === null) {
+      return;
+    }
+    this.lastFrameAt = performance.now();
+    const frame = this.currentFrame;
+    this.current = null;
+    this.currentFrame = null;
+    const { worldSize, rank, buffers } = this.context;
+    const forward = this.step + 1 < this.totalSteps ? { ...header, ...stepPosition(this.step + 1, worldSize), senderRank: rank } : null;
+    const local = this.buffer.subarray(header.offset, header.offset + header.count);
+    if (frame !== null) {
+      const received = new Float32Array(frame.buffer, frame.byteOffset + FRAME_HEADER_BYTES, header.count);
+      if (this.position.step < worldSize - 2) {
+        // A partial sum travels on in the received frame; all-gather overwrites this chunk of the buffer later.
+        addInto(received, received, local, header.count);
+        writeFrameHeader(frame, forward!);
+        this.sendFrame(frame.subarray(0, FRAME_HEADER_BYTES + header.count * 4), frame);
       } else {
-        frame.copy(bufferBytes, header.offset * 4, FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + header.count * 4);
+        // The last reduce-scatter step completes the sum: it stays in the buffer and leaves from there.
+        addInto(local, received, local, header.count);
+        buffers.releaseFrame(frame);
+        this.sendFromBuffer(forward!);
       }
-      if (forwardPosition !== null) {
-        writeFrameHeader(frame, { ...header, ...forwardPosition, senderRank: rank });
-        void context.next.send(frame);
+    } else if (forward !== null) {
+      this.sendFromBuffer(forward);
+    }
+    this.offset += header.count;
+    if (this.offset >= this.chunkEnd) {
+      this.enterStep(this.step + 1);
+      if (this.step === this.totalSteps) {
+        // Frames of the next collective wait in the socket until that collective starts.
+        this.context.previous.setConsumer(null);
+        this.finishIfDone();
       }
-      offset += header.count;
-    } while (offset < chunkEnd);
+    }
   }
 
-  await context.next.waitForSends(context.timeoutMs, () =>
-    timeoutError(context, lastPosition, sequence, `rank ${nextRank} to accept data`, nextRank),
-  );
-}
+  /**
+   * Sends the own chunk, straight from the buffer, in slices of at most sliceElements. Its region of the
+   * buffer changes again only in all-gather step 0. By then every byte sent from it has reached the
+   * kernel, because its final sums depend on all of them having passed through the next rank.
+   */
+  private sendOwnChunk(): void {
+    const { sliceElements, rank } = this.context;
+    let offset = this.ownStart;
+    do {
+      const count = Math.min(sliceElements, this.ownEnd - offset);
+      this.sendFromBuffer({
+        phase: RingPhase.ReduceScatter,
+        step: 0,
+        sequence: this.sequence,
+        senderRank: rank,
+        totalLength: this.buffer.length,
+        offset,
+        count,
+      });
+      offset += count;
+      // An empty own chunk still sends its one empty frame.
+    } while (offset < this.ownEnd);
+  }
 
-/** Sends chunk `rank` of the buffer as step 0 of reduce-scatter, in slices of at most `sliceElements`. */
-async function sendOwnChunk(
-  context: CollectiveContext,
-  buffer: Float32Array,
-  layout: ChunkLayout,
-  sequence: number,
-): Promise<void> {
-  const { rank } = context;
-  const nextRank = context.next.info.peerRank;
-  const start = layout.start(rank);
-  const end = start + layout.chunkLength(rank);
-  const position: StepPosition = { phase: RingPhase.ReduceScatter, step: 0 };
-  let offset = start;
-  let slotIndex = 0;
-  do {
-    const count = Math.min(context.sliceElements, end - offset);
-    const slot = context.buffers.stagingSlot(slotIndex, Math.min(context.sliceElements, layout.maxChunkLength()));
-    await context.next.guard(slot.sent, context.timeoutMs, () =>
-      timeoutError(context, position, sequence, `rank ${nextRank} to accept data`, nextRank),
-    );
-    writeFrameHeader(slot.frame, {
-      ...position,
-      sequence,
-      senderRank: rank,
-      totalLength: buffer.length,
-      offset,
-      count,
-    });
-    const payload = new Float32Array(slot.frame.buffer, slot.frame.byteOffset + FRAME_HEADER_BYTES, count);
-    payload.set(buffer.subarray(offset, offset + count));
-    slot.sent = context.next.send(slot.frame.subarray(0, FRAME_HEADER_BYTES + count * 4));
-    slotIndex = (slotIndex + 1) % context.stagingSlots;
-    offset += count;
-  } while (offset < end);
-}
+  /**
+   * Sends the frame `header` with its payload read from the buffer; that region must not change until
+   * the collective ends, which is true of the own chunk (see sendOwnChunk) and of every chunk that
+   * all-gather has written.
+   */
+  private sendFromBuffer(header: FrameHeader): void {
+    const headerBytes = Buffer.allocUnsafe(FRAME_HEADER_BYTES);
+    writeFrameHeader(headerBytes, header);
+    const payload = Buffer.from(this.bufferBytes.buffer, this.bufferBytes.byteOffset + header.offset * 4, header.count * 4);
+    this.noteSendStart();
+    this.context.next.sendWithHeader(headerBytes, payload, () => this.handleWritten(null));
+  }
 
-/**
- * Adds the payload of `frame` into `buffer` at `offset`, and writes the sums back into the payload so the
- * frame can be forwarded. Each chunk is therefore summed in ring order, starting at the rank that owns it.
- */
-function addIntoBufferAndFrame(
-  buffers: CollectiveBuffers,
-  buffer: Float32Array,
-  frame: Buffer,
-  offset: number,
-  count: number,
-): void {
-  const payloadByteOffset = frame.byteOffset + FRAME_HEADER_BYTES;
-  const aligned = payloadByteOffset % 4 === 0;
-  const payloadBytes = count * 4;
-  let received: Float32Array;
-  if (aligned) {
-    received = new Float32Array(frame.buffer, payloadByteOffset, count);
-  } else {
-    received = buffers.scratchFor(count);
-    frame.copy(new Uint8Array(received.buffer, 0, payloadBytes), 0, FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + payloadBytes);
+  /** Sends `message`, a view of the pool frame `frame`, and returns the frame to the pool once written. */
+  private sendFrame(message: Buffer, frame: Buffer): void {
+    this.noteSendStart();
+    this.context.next.send(message, () => this.handleWritten(frame));
   }
-  for (let i = 0; i < count; i += 1) {
-    const sum = received[i] + buffer[offset + i];
-    buffer[offset + i] = sum;
-    received[i] = sum;
-  }
-  if (!aligned) {
-    frame.set(new Uint8Array(received.buffer, 0, payloadBytes), FRAME_HEADER_BYTES);
-  }
-}
 
-function checkHeader(
-  context: CollectiveContext,
-  header: FrameHeader,
-  position: StepPosition,
-  sequence: number,
-  length: number,
-  offset: number,
-  chunkEnd: number,
-): void {
-  const peer = context.previous.info.peerRank;
-  const where = `${phaseName(position.phase)} step ${position.step} of collective ${sequence}`;
-  if (header.totalLength !== length) {
-    throw protocolError(
-      `rank ${context.rank} called allReduce with ${length} elements, but rank ${peer} sent a frame for ` +
-        `${header.totalLength} elements in ${where}; every rank must call allReduce with buffers of the same length`,
-    );
+  private noteSendStart(): void {
+    if (this.context.next.pendingSends === 0) {
+      this.lastWriteAt = performance.now();
+    }
   }
-  if (header.sequence !== sequence >>> 0) {
-    throw protocolError(
-      `rank ${context.rank} is in collective ${sequence} but rank ${peer} sent a frame of collective ` +
-        `${header.sequence}; every rank must call allReduce the same number of times in the same order`,
-    );
+
+  private handleWritten(frame: Buffer | null): void {
+    this.lastWriteAt = performance.now();
+    if (this.settled) {
+      return;
+    }
+    if (frame !== null) {
+      this.context.buffers.releaseFrame(frame);
+    }
+    this.finishIfDone();
   }
-  if (header.senderRank !== peer || header.phase !== position.phase || header.step !== position.step) {
-    throw protocolError(
-      `rank ${context.rank} expected a frame from rank ${peer} for ${where} but got one from rank ` +
-        `${header.senderRank} for phase ${header.phase} step ${header.step}; the ring order of the ranks disagrees`,
-    );
+
+  private finishIfDone(): void {
+    if (this.step === this.totalSteps && this.context.next.pendingSends === 0) {
+      this.context.buffers.trim();
+      this.finish(null);
+    }
   }
-  const remaining = chunkEnd - offset;
-  if (header.offset !== offset || header.count > remaining || (header.count === 0 && remaining > 0)) {
-    throw protocolError(
-      `rank ${context.rank} expected elements from offset ${offset} (${remaining} left in the chunk) from rank ` +
-        `${peer} in ${where}, but the frame covers offset ${header.offset} with ${header.count} elements`,
+
+  /** Fails the run when no frame arrived, or no pending write finished, for timeoutMs; else checks again later. */
+  private checkProgress(): void {
+    if (this.settled) {
+      return;
+    }
+    const { timeoutMs, next } = this.context;
+    const now = performance.now();
+    const receiveDeadline = this.step < this.totalSteps ? this.lastFrameAt + timeoutMs : Infinity;
+    const writeDeadline = next.pendingSends > 0 ? this.lastWriteAt + timeoutMs : Infinity;
+    if (now >= receiveDeadline) {
+      this.finish(this.timeoutError(this.position, `a frame from rank ${this.previousRank}`, this.previousRank));
+    } else if (now >= writeDeadline) {
+      const last = stepPosition(this.totalSteps - 1, this.context.worldSize);
+      this.finish(this.timeoutError(last, `rank ${this.nextRank} to accept data`, this.nextRank));
+    } else {
+      const wait = Math.min(receiveDeadline, writeDeadline, now + timeoutMs) - now;
+      this.watchdog = setTimeout(() => this.checkProgress(), Math.max(1, wait));
+    }
+  }
+
+  private finish(error: Error | null): void {
+    if (this.settled) {
+      return;
+    }
+    this.settled = true;
+    if (this.watchdog !== null) {
+      clearTimeout(this.watchdog);
+    }
+    for (const remove of this.removeListeners) {
+      remove();
+    }
+    this.context.previous.setConsumer(null);
+    if (error === null) {
+      this.resolve();
+    } else {
+      this.reject(error);
+    }
+  }
+
+  private checkHeader(header: FrameHeader): void {
+    const { rank } = this.context;
+    const peer = this.previousRank;
+    const { position, sequence } = this;
+    const where = `${phaseName(position.phase)} step ${position.step} of collective ${sequence}`;
+    if (header.totalLength !== this.buffer.length) {
+      throw protocolError(
+        `rank ${rank} called allReduce with ${this.buffer.length} elements, but rank ${peer} sent a frame for ` +
+          `${header.totalLength} elements in ${where}; every rank must call allReduce with buffers of the same length`,
+      );
+    }
+    if (header.sequence !== sequence >>> 0) {
+      throw protocolError(
+        `rank ${rank} is in collective ${sequence} but rank ${peer} sent a frame of collective ` +
+          `${header.sequence}; every rank must call allReduce the same number of times in the same order`,
+      );
+    }
+    if (header.senderRank !== peer || header.phase !== position.phase || header.step !== position.step) {
+      throw protocolError(
+        `rank ${rank} expected a frame from rank ${peer} for ${where} but got one from rank ` +
+          `${header.senderRank} for phase ${header.phase} step ${header.step}; the ring order of the ranks disagrees`,
+      );
+    }
+    const remaining = this.chunkEnd - this.offset;
+    if (header.offset !== this.offset || header.count > remaining || (header.count === 0 && remaining > 0)) {
+      throw protocolError(
+        `rank ${rank} expected elements from offset ${this.offset} (${remaining} left in the chunk) from rank ` +
+          `${peer} in ${where}, but the frame covers offset ${header.offset} with ${header.count} elements`,
+      );
+    }
+  }
+
+  /** Builds the error of a wait that timed out; `awaited` is "a frame from rank 2" or "rank 3 to accept data". */
+  private timeoutError(position: StepPosition, awaited: string, peerRank: number): RingtrainError {
+    return new RingtrainError(
+      'RINGTRAIN_ERR_COLLECTIVE_TIMEOUT',
+      `rank ${this.context.rank} timed out after ${this.context.timeoutMs} ms waiting for ${awaited} in ` +
+        `${phaseName(position.phase)} step ${position.step} of collective ${this.sequence}; check that rank ${peerRank} ` +
+        'is running and calls allReduce as often as the others, or raise allreduce.timeoutMs',
     );
   }
 }
@@ -228,22 +355,6 @@ function stepPosition(t: number, worldSize: number): StepPosition {
   return t < worldSize - 1
     ? { phase: RingPhase.ReduceScatter, step: t }
     : { phase: RingPhase.AllGather, step: t - (worldSize - 1) };
-}
-
-/** Builds the error of a wait that timed out; `awaited` is "a frame from rank 2" or "rank 3 to accept data". */
-function timeoutError(
-  context: CollectiveContext,
-  position: StepPosition,
-  sequence: number,
-  awaited: string,
-  peerRank: number,
-): RingtrainError {
-  return new RingtrainError(
-    'RINGTRAIN_ERR_COLLECTIVE_TIMEOUT',
-    `rank ${context.rank} timed out after ${context.timeoutMs} ms waiting for ${awaited} in ` +
-      `${phaseName(position.phase)} step ${position.step} of collective ${sequence}; check that rank ${peerRank} ` +
-      'is running and calls allReduce as often as the others, or raise allreduce.timeoutMs',
-  );
 }
 
 function protocolError(message: string): RingtrainError {

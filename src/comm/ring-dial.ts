@@ -1,19 +1,21 @@
 /**
  * The dialing side of a ring link: each rank dials its previous neighbour and receives the bulk data on
- * this client socket, because ws masks client-to-server frames and unmasking is several times slower.
+ * this client socket. Data flows from server to client because a client must mask every frame it sends,
+ * and masking costs a pass over the data that unmasked server frames avoid.
  */
 import type { Logger } from 'pino';
-import { WebSocket } from 'ws';
 import { RingtrainError } from '../errors.js';
 import {
   CLOSE_REJECTED,
+  MAX_HANDSHAKE_BYTES,
   RING_PATH,
   describeMismatch,
   encodeHandshake,
   parseHandshake,
   toCloseReason,
 } from './ring-hello.js';
-import { RingLink } from './ring-link.js';
+import { ReceiveLink } from './ring-receive-link.js';
+import { RingClientSocket } from './ring-ws-client.js';
 
 /** A TCP address of a ring listener. */
 export interface RingPeerAddress {
@@ -57,7 +59,7 @@ class AttemptError extends Error {
  * Raises RINGTRAIN_ERR_PROTOCOL when the listener rejects the hello or its welcome names another rank or run.
  * Raises RINGTRAIN_ERR_COLLECTIVE_TIMEOUT when no attempt succeeds in time.
  */
-export async function dialPrevious(options: DialOptions): Promise<RingLink> {
+export async function dialPrevious(options: DialOptions): Promise<ReceiveLink> {
   const { address, logger } = options;
   const url = `ws://${formatHost(address.host)}:${address.port}${RING_PATH}`;
   const deadline = Date.now() + options.timeoutMs;
@@ -99,15 +101,33 @@ export async function dialPrevious(options: DialOptions): Promise<RingLink> {
   }
 }
 
-function attempt(url: string, options: DialOptions, remainingMs: number): Promise<RingLink> {
+function attempt(url: string, options: DialOptions, remainingMs: number): Promise<ReceiveLink> {
   const { address } = options;
-  return new Promise<RingLink>((resolve, reject) => {
-    const socket = new WebSocket(url, {
-      perMessageDeflate: false,
-      maxPayload: options.maxPayload,
-      handshakeTimeout: Math.max(1, Math.min(remainingMs, 5000)),
-    });
+  return new Promise<ReceiveLink>((resolve, reject) => {
     let settled = false;
+    const expected = { runId: options.runId, rank: options.previousRank, worldSize: options.worldSize };
+    const { socket, opened } = RingClientSocket.connect(
+      {
+        host: address.host,
+        port: address.port,
+        path: RING_PATH,
+        maxPayload: options.maxPayload,
+        maxTextBytes: MAX_HANDSHAKE_BYTES,
+      },
+      {
+        text: (text) => handleWelcome(text),
+        binary: () => {
+          fail(new AttemptError('the listener sent a binary frame before its welcome', true), CLOSE_REJECTED);
+          return { buffer: () => Buffer.alloc(1), wrote: () => undefined, end: () => undefined };
+        },
+        closed: (code, reason, error) => {
+          const detail = error === null ? '' : ` after ${error.message}`;
+          fail(
+            new AttemptError(`listener closed the connection (code ${code}${reason ? `: ${reason}` : ''})${detail}`, code === CLOSE_REJECTED),
+          );
+        },
+      },
+    );
     const fail = (error: AttemptError, closeCode?: number): void => {
       if (settled) {
         return;
@@ -126,31 +146,27 @@ function attempt(url: string, options: DialOptions, remainingMs: number): Promis
     };
     const onAbort = (): void => fail(new AttemptError('dial aborted', true));
     options.signal.addEventListener('abort', onAbort);
-    // handshakeTimeout covers only the HTTP upgrade; this also bounds the wait for the welcome.
+    // Bounds the TCP connect, the HTTP upgrade and the wait for the welcome together.
     const attemptTimer = setTimeout(() => {
       fail(new AttemptError(`no welcome within ${Math.round(remainingMs)} ms`, false));
     }, Math.max(1, remainingMs));
-    const expected = { runId: options.runId, rank: options.previousRank, worldSize: options.worldSize };
 
-    socket.on('unexpected-response', (request, response) => {
-      request.destroy();
-      fail(new AttemptError(`listener responded with HTTP ${response.statusCode} instead of a WebSocket upgrade`, true));
-    });
-    socket.on('error', (error: Error) => fail(new AttemptError(error.message, false)));
-    socket.on('close', (code: number, reason: Buffer) => {
-      const text = reason.toString('utf8');
-      fail(new AttemptError(`listener closed the connection (code ${code}${text ? `: ${text}` : ''})`, code === CLOSE_REJECTED));
-    });
-    socket.on('open', () => {
-      socket.send(encodeHandshake('hello', options.runId, options.localRank, options.worldSize));
-    });
-    socket.once('message', (data: Buffer, isBinary: boolean) => {
+    opened.then(
+      () => {
+        if (!settled) {
+          socket.sendText(encodeHandshake('hello', options.runId, options.localRank, options.worldSize));
+        }
+      },
+      (error: Error & { kind?: string }) => fail(new AttemptError(error.message, error.kind === 'http')),
+    );
+
+    const handleWelcome = (text: string): void => {
       if (settled) {
         return;
       }
       let mismatch: string | null;
       try {
-        const welcome = parseHandshake(data, isBinary, 'welcome', `listener ${url}`);
+        const welcome = parseHandshake(Buffer.from(text, 'utf8'), false, 'welcome', `listener ${url}`);
         mismatch = describeMismatch(welcome, expected);
       } catch (error) {
         mismatch = (error as Error).message;
@@ -162,16 +178,21 @@ function attempt(url: string, options: DialOptions, remainingMs: number): Promis
       settled = true;
       clearTimeout(attemptTimer);
       options.signal.removeEventListener('abort', onAbort);
+      // The link takes over the socket inside this message event, before any data frame is read.
       resolve(
-        new RingLink(socket, {
-          peerRank: options.previousRank,
-          localRank: options.localRank,
-          role: 'previous',
-          remote: `${formatHost(address.host)}:${address.port}`,
-          logger: options.logger,
-        }),
+        new ReceiveLink(
+          socket,
+          {
+            peerRank: options.previousRank,
+            localRank: options.localRank,
+            role: 'previous',
+            remote: `${formatHost(address.host)}:${address.port}`,
+            logger: options.logger,
+          },
+          options.maxPayload,
+        ),
       );
-    });
+    };
   });
 }
 

@@ -55,19 +55,13 @@ export function writeFrameHeader(frame: Buffer, header: FrameHeader): void {
 }
 
 /**
- * Reads the header of a received frame. Raises RINGTRAIN_ERR_PROTOCOL when the frame is too short, has another
- * magic or version, or its byte length disagrees with its element count; `source` names the sender in the message.
+ * Reads the header of a received frame from its first FRAME_HEADER_BYTES bytes. Raises RINGTRAIN_ERR_PROTOCOL
+ * when the magic or the version differs; `source` names the sender in the message. The caller checks the
+ * frame's length with `checkFrameLength` once the whole frame has arrived.
  */
-export function readFrameHeader(frame: Buffer, source: string): FrameHeader {
-  if (frame.length < FRAME_HEADER_BYTES) {
-    throw new RingtrainError(
-      'RINGTRAIN_ERR_PROTOCOL',
-      `ring frame from ${source} has ${frame.length} bytes, fewer than the ${FRAME_HEADER_BYTES}-byte header; ` +
-        'the peer is not a ringtrain ring link of this version',
-    );
-  }
-  const magic = frame.readUInt32LE(0);
-  const version = frame.readUInt16LE(4);
+export function parseFrameHeader(header: Buffer, source: string): FrameHeader {
+  const magic = header.readUInt32LE(0);
+  const version = header.readUInt16LE(4);
   if (magic !== FRAME_MAGIC || version !== FRAME_VERSION) {
     throw new RingtrainError(
       'RINGTRAIN_ERR_PROTOCOL',
@@ -75,24 +69,37 @@ export function readFrameHeader(frame: Buffer, source: string): FrameHeader {
         `(expected 0x${FRAME_MAGIC.toString(16)} version ${FRAME_VERSION}); run the same ringtrain version on every worker`,
     );
   }
-  const header: FrameHeader = {
-    phase: frame.readUInt16LE(6),
-    step: frame.readUInt32LE(8),
-    sequence: frame.readUInt32LE(12),
-    senderRank: frame.readUInt32LE(16),
-    totalLength: frame.readUInt32LE(20),
-    offset: frame.readUInt32LE(24),
-    count: frame.readUInt32LE(28),
+  return {
+    phase: header.readUInt16LE(6),
+    step: header.readUInt32LE(8),
+    sequence: header.readUInt32LE(12),
+    senderRank: header.readUInt32LE(16),
+    totalLength: header.readUInt32LE(20),
+    offset: header.readUInt32LE(24),
+    count: header.readUInt32LE(28),
   };
-  const expectedBytes = FRAME_HEADER_BYTES + header.count * 4;
-  if (frame.length !== expectedBytes) {
+}
+
+/**
+ * Raises RINGTRAIN_ERR_PROTOCOL unless a frame of `frameBytes` bytes has a whole header and exactly the
+ * payload that `count` announces (`count` is null when the header itself is incomplete).
+ */
+export function checkFrameLength(frameBytes: number, count: number | null, source: string): void {
+  if (frameBytes < FRAME_HEADER_BYTES || count === null) {
     throw new RingtrainError(
       'RINGTRAIN_ERR_PROTOCOL',
-      `ring frame from ${source} has ${frame.length} bytes but its header announces ${header.count} elements ` +
+      `ring frame from ${source} has ${frameBytes} bytes, fewer than the ${FRAME_HEADER_BYTES}-byte header; ` +
+        'the peer is not a ringtrain ring link of this version',
+    );
+  }
+  const expectedBytes = FRAME_HEADER_BYTES + count * 4;
+  if (frameBytes !== expectedBytes) {
+    throw new RingtrainError(
+      'RINGTRAIN_ERR_PROTOCOL',
+      `ring frame from ${source} has ${frameBytes} bytes but its header announces ${count} elements ` +
         `(${expectedBytes} bytes); the frame was truncated or corrupted`,
     );
   }
-  return header;
 }
 
 /**

@@ -1,11 +1,14 @@
 /**
- * One WebSocket between two neighbouring ranks after the handshake: a FIFO of received binary frames,
- * waits that end by a deadline or by the link's failure, and accounting of sends not yet written.
+ * Links between neighbouring ranks after the handshake. `RingLink` contains what both directions share: the
+ * failure that ended a link, the listeners that the running collective registered, and how a close is
+ * reported. `SendLink` is the listener side of a link, a `ws` server socket that sends data frames.
+ * The dialing side, which receives them, is `ReceiveLink` in ring-receive-link.ts.
  */
 import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
 import { RingtrainError } from '../errors.js';
 import { CLOSE_NORMAL, toCloseReason } from './ring-hello.js';
+import { ClientSocketError } from './ring-ws-client.js';
 
 /** The neighbour a link leads to. Data arrives from `previous` and leaves towards `next`. */
 export type LinkRole = 'previous' | 'next';
@@ -45,43 +48,29 @@ function parseCompleted(reason: string): number | null {
 }
 
 /**
- * A link to a neighbour rank. The constructor takes over all events of `socket`. Frames and a failure that
- * arrive before `onFailure` is called are kept and delivered later.
+ * Base class of both kinds of link. A failure that happens before `onFailure` is called is kept and
+ * reported then.
  */
-export class RingLink {
+export abstract class RingLink {
   readonly info: RingLinkInfo;
-  private readonly socket: WebSocket;
-  private readonly frames: Buffer[] = [];
-  private frameWaiter: ((frame: Buffer) => void) | null = null;
   private readonly failureListeners = new Set<(error: Error) => void>();
   private failure: Error | null = null;
   private failureHandler: LinkFailureHandler | null = null;
   private unreportedFailure: LinkFailure | null = null;
-  private socketError: Error | null = null;
   private reported = false;
-  private closingLocally = false;
-  private sendsInFlight = 0;
-  private drainWaiters: (() => void)[] = [];
-  /** Settles when the socket has closed, for any reason. */
-  readonly closed: Promise<void>;
+  /** The socket error or protocol violation seen before the link closed, if any. */
+  protected socketError: Error | null = null;
+  protected closingLocally = false;
 
-  constructor(socket: WebSocket, info: RingLinkInfo) {
-    this.socket = socket;
+  protected constructor(info: RingLinkInfo) {
     this.info = info;
-    socket.removeAllListeners('message');
-    socket.removeAllListeners('close');
-    socket.removeAllListeners('error');
-    socket.on('message', (data: Buffer, isBinary: boolean) => this.handleMessage(data, isBinary));
-    socket.on('error', (error: Error) => {
-      this.socketError = error;
-    });
-    this.closed = new Promise((resolve) => {
-      socket.on('close', (code: number, reason: Buffer) => {
-        this.handleClose(code, reason.toString('utf8'));
-        resolve();
-      });
-    });
   }
+
+  /**
+   * Closes the link with `code` and `reason` and waits for the socket to close; after `graceMs` without the
+   * peer's close frame the socket is destroyed. Never rejects.
+   */
+  abstract close(code: number, reason: string, graceMs: number): Promise<void>;
 
   /** Returns "previous neighbour rank 2 (127.0.0.1:40123)" for messages. */
   describePeer(): string {
@@ -98,100 +87,20 @@ export class RingLink {
     }
   }
 
-  /**
-   * Returns the next received frame. Frames that arrived before a failure are still returned; once none are
-   * left, the wait rejects with the failure, or with `makeTimeoutError()` after `timeoutMs`.
-   */
-  receive(timeoutMs: number, makeTimeoutError: () => RingtrainError): Promise<Buffer> {
-    const queued = this.frames.shift();
-    if (queued !== undefined) {
-      return Promise.resolve(queued);
-    }
-    const arrival = new Promise<Buffer>((resolve) => {
-      this.frameWaiter = resolve;
-    });
-    return this.guard(arrival, timeoutMs, makeTimeoutError).finally(() => {
-      this.frameWaiter = null;
-    });
+  /** The error this link failed with, or null while it works. */
+  get failedWith(): Error | null {
+    return this.failure;
   }
 
-  /**
-   * Queues `frame` as one binary WebSocket message. The promise resolves when the socket has written it, or
-   * when the send failed (the failure then goes to the failure handler); it never rejects. `frame` must stay
-   * unchanged until then, because ws keeps a reference instead of a copy.
-   */
-  send(frame: Buffer): Promise<void> {
-    this.sendsInFlight += 1;
-    return new Promise((resolve) => {
-      this.socket.send(frame, { binary: true }, (error?: Error) => {
-        this.sendsInFlight -= 1;
-        // A closing socket reports its close code and reason in the close event, which is more informative.
-        const closing = this.socket.readyState === this.socket.CLOSING || this.socket.readyState === this.socket.CLOSED;
-        if (error !== undefined && error !== null && !closing) {
-          const failure = new RingtrainError(
-            'RINGTRAIN_ERR_PEER_CLOSED',
-            `rank ${this.info.localRank} could not send to its ${this.describePeer()}: ${error.message}`,
-            { cause: error },
-          );
-          this.reportFailure({ error: failure, closeCode: null, peerCompleted: null });
-        }
-        if (this.sendsInFlight === 0) {
-          const waiters = this.drainWaiters;
-          this.drainWaiters = [];
-          for (const wake of waiters) {
-            wake();
-          }
-        }
-        resolve();
-      });
-    });
+  /** Calls `listener` once when the link fails; returns a function that removes the listener again. */
+  addFailureListener(listener: (error: Error) => void): () => void {
+    this.failureListeners.add(listener);
+    return () => {
+      this.failureListeners.delete(listener);
+    };
   }
 
-  /** Waits until every send has been written, or rejects like `guard`. */
-  waitForSends(timeoutMs: number, makeTimeoutError: () => RingtrainError): Promise<void> {
-    if (this.sendsInFlight === 0) {
-      return Promise.resolve();
-    }
-    const drained = new Promise<void>((resolve) => {
-      this.drainWaiters.push(resolve);
-    });
-    return this.guard(drained, timeoutMs, makeTimeoutError);
-  }
-
-  /**
-   * Returns `promise`, but rejects with the link's failure as soon as the link fails, or with
-   * `makeTimeoutError()` when `promise` has not settled after `timeoutMs`.
-   */
-  guard<T>(promise: Promise<T>, timeoutMs: number, makeTimeoutError: () => RingtrainError): Promise<T> {
-    if (this.failure !== null) {
-      return Promise.reject(this.failure);
-    }
-    return new Promise<T>((resolve, reject) => {
-      const onFailure = (error: Error): void => {
-        clearTimeout(timer);
-        reject(error);
-      };
-      const timer = setTimeout(() => {
-        this.failureListeners.delete(onFailure);
-        reject(makeTimeoutError());
-      }, timeoutMs);
-      this.failureListeners.add(onFailure);
-      promise.then(
-        (value) => {
-          clearTimeout(timer);
-          this.failureListeners.delete(onFailure);
-          resolve(value);
-        },
-        (error: unknown) => {
-          clearTimeout(timer);
-          this.failureListeners.delete(onFailure);
-          reject(error);
-        },
-      );
-    });
-  }
-
-  /** Marks the link as failed with `error`: current and later waits reject once no received frame is left. */
+  /** Marks the link as failed with `error` and calls the failure listeners; later calls are ignored. */
   fail(error: Error): void {
     if (this.failure !== null) {
       return;
@@ -204,10 +113,136 @@ export class RingLink {
     }
   }
 
+  /** Reports a close of the socket with the peer's close `code` and `reason` (1006 and '' without a close frame). */
+  protected handleClose(code: number, reason: string): void {
+    if (this.closingLocally) {
+      this.info.logger.debug({ peerRank: this.info.peerRank, role: this.info.role, code }, 'ring link closed');
+      return;
+    }
+    const error = this.describeClose(code, reason);
+    const peerCompleted = code === CLOSE_NORMAL ? parseCompleted(reason) : null;
+    // A next neighbour that completed its collectives needs no more frames, so the sends on this link are
+    // left to finish. The ring decides whether the close ends the running collective.
+    const keepWaits = this.info.role === 'next' && peerCompleted !== null;
+    this.reportFailure({ error, closeCode: code, peerCompleted }, keepWaits);
+  }
+
+  /** Fails the link with a protocol error that this rank detected itself, such as a malformed frame. */
+  protected reportProtocolError(message: string): void {
+    this.reportFailure({ error: new RingtrainError('RINGTRAIN_ERR_PROTOCOL', message), closeCode: null, peerCompleted: null });
+  }
+
+  protected reportFailure(failure: LinkFailure, keepWaits = false): void {
+    if (this.failure !== null || this.reported) {
+      return;
+    }
+    this.reported = true;
+    if (!keepWaits) {
+      this.fail(failure.error);
+    }
+    if (this.failureHandler !== null) {
+      this.failureHandler(failure);
+    } else {
+      this.unreportedFailure = failure;
+    }
+  }
+
+  private describeClose(code: number, reason: string): RingtrainError {
+    const socketError = this.socketError;
+    const errorCode = (socketError as NodeJS.ErrnoException | null)?.code;
+    const wsViolation = typeof errorCode === 'string' && errorCode.startsWith('WS_ERR_');
+    if (socketError !== null && (wsViolation || (socketError instanceof ClientSocketError && socketError.kind === 'protocol'))) {
+      // Both WebSocket ends close the socket themselves when a received frame breaks the protocol or maxPayload.
+      return new RingtrainError(
+        'RINGTRAIN_ERR_PROTOCOL',
+        `rank ${this.info.localRank} rejected a frame from its ${this.describePeer()}: ${socketError.message}` +
+          `${wsViolation ? ` (${errorCode})` : ''}; every rank must use the same sliceBytes and a maxPayload of at ` +
+          'least header plus sliceBytes',
+        { cause: socketError },
+      );
+    }
+    const detail = reason.length > 0 ? `code ${code}: ${reason}` : `code ${code}`;
+    const cause = socketError === null ? '' : ` after socket error ${socketError.message}`;
+    const verb = code === CLOSE_NORMAL ? 'closed the ring' : 'closed the connection';
+    return new RingtrainError(
+      'RINGTRAIN_ERR_PEER_CLOSED',
+      `the ${this.describePeer()} of rank ${this.info.localRank} ${verb} (${detail})${cause}`,
+      socketError === null ? undefined : { cause: socketError },
+    );
+  }
+}
+
+/**
+ * The listener side of a link, towards the next rank: a `ws` server socket that sends data frames.
+ * Server frames are not masked, so `ws` writes each frame's payload to the socket without copying it.
+ * The constructor takes over all events of `socket`.
+ */
+export class SendLink extends RingLink {
+  private readonly socket: WebSocket;
+  private sendsInFlight = 0;
+  /** Settles when the socket has closed, for any reason. */
+  readonly closed: Promise<void>;
+
+  constructor(socket: WebSocket, info: RingLinkInfo) {
+    super(info);
+    this.socket = socket;
+    socket.removeAllListeners('message');
+    socket.removeAllListeners('close');
+    socket.removeAllListeners('error');
+    socket.on('message', (data: Buffer, isBinary: boolean) => this.handleMessage(isBinary));
+    socket.on('error', (error: Error) => {
+      this.socketError = error;
+    });
+    this.closed = new Promise((resolve) => {
+      socket.on('close', (code: number, reason: Buffer) => {
+        this.handleClose(code, reason.toString('utf8'));
+        resolve();
+      });
+    });
+  }
+
   /**
-   * Closes the socket with `code` and `reason` and waits for it to close; after `graceMs` without the peer's
-   * close frame the socket is destroyed. Never rejects.
+   * Queues `frame` as one binary WebSocket message and calls `onWritten` once the socket has written it,
+   * or once the send failed (the failure then goes to the failure handler). `frame` must stay unchanged
+   * until then, because ws keeps a reference instead of a copy.
    */
+  send(frame: Buffer, onWritten: () => void): void {
+    this.sendsInFlight += 1;
+    this.socket.send(frame, { binary: true }, (error?: Error) => {
+      this.sendsInFlight -= 1;
+      // A closing socket reports its close code and reason in the close event, which is more informative.
+      const closing = this.socket.readyState === this.socket.CLOSING || this.socket.readyState === this.socket.CLOSED;
+      if (error !== undefined && error !== null && !closing) {
+        const failure = new RingtrainError(
+          'RINGTRAIN_ERR_PEER_CLOSED',
+          `rank ${this.info.localRank} could not send to its ${this.describePeer()}: ${error.message}`,
+          { cause: error },
+        );
+        this.reportFailure({ error: failure, closeCode: null, peerCompleted: null });
+      }
+      onWritten();
+    });
+  }
+
+  /**
+   * Sends `header` and `payload` as one binary message of two WebSocket frames, a fragment and its
+   * continuation, so the payload can be a view of the caller's memory instead of a copy. `onWritten` is
+   * called like for `send`; both buffers must stay unchanged until then.
+   */
+  sendWithHeader(header: Buffer, payload: Buffer, onWritten: () => void): void {
+    if (payload.length === 0) {
+      this.send(header, onWritten);
+      return;
+    }
+    this.socket.send(header, { binary: true, fin: false });
+    this.send(payload, onWritten);
+  }
+
+  /** Number of sends whose write has not completed yet. */
+  get pendingSends(): number {
+    return this.sendsInFlight;
+  }
+
   async close(code: number, reason: string, graceMs: number): Promise<void> {
     this.closingLocally = true;
     const { CLOSED, CLOSING } = this.socket;
@@ -221,72 +256,11 @@ export class RingLink {
     }
   }
 
-  private handleMessage(data: Buffer, isBinary: boolean): void {
-    if (!isBinary) {
-      const error = new RingtrainError(
-        'RINGTRAIN_ERR_PROTOCOL',
-        `rank ${this.info.localRank} received a text frame from its ${this.describePeer()} after the handshake; ` +
-          'ring links carry only binary data frames',
-      );
-      this.reportFailure({ error, closeCode: null, peerCompleted: null });
-      return;
-    }
-    const waiter = this.frameWaiter;
-    if (waiter !== null) {
-      this.frameWaiter = null;
-      waiter(data);
-    } else {
-      this.frames.push(data);
-    }
-  }
-
-  private handleClose(code: number, reason: string): void {
-    if (this.closingLocally) {
-      this.info.logger.debug({ peerRank: this.info.peerRank, role: this.info.role, code }, 'ring link closed');
-      return;
-    }
-    const error = this.describeClose(code, reason);
-    const peerCompleted = code === CLOSE_NORMAL ? parseCompleted(reason) : null;
-    // A next neighbour that completed its collectives needs no more frames, so waits on this link's sends
-    // are left to finish. The ring decides whether the close ends the running collective.
-    const keepWaits = this.info.role === 'next' && peerCompleted !== null;
-    this.reportFailure({ error, closeCode: code, peerCompleted }, keepWaits);
-  }
-
-  private describeClose(code: number, reason: string): RingtrainError {
-    const socketError = this.socketError;
-    const errorCode = (socketError as NodeJS.ErrnoException | null)?.code;
-    if (socketError !== null && typeof errorCode === 'string' && errorCode.startsWith('WS_ERR_')) {
-      // ws closes the socket itself when a received frame breaks the WebSocket protocol or maxPayload.
-      return new RingtrainError(
-        'RINGTRAIN_ERR_PROTOCOL',
-        `rank ${this.info.localRank} rejected a frame from its ${this.describePeer()}: ${socketError.message} ` +
-          `(${errorCode}); every rank must use the same sliceBytes and a maxPayload of at least header plus sliceBytes`,
-        { cause: socketError },
-      );
-    }
-    const detail = reason.length > 0 ? `code ${code}: ${reason}` : `code ${code}`;
-    const cause = socketError === null ? '' : ` after socket error ${socketError.message}`;
-    const verb = code === CLOSE_NORMAL ? 'closed the ring' : 'closed the connection';
-    return new RingtrainError(
-      'RINGTRAIN_ERR_PEER_CLOSED',
-      `the ${this.describePeer()} of rank ${this.info.localRank} ${verb} (${detail})${cause}`,
-      socketError === null ? undefined : { cause: socketError },
+  private handleMessage(isBinary: boolean): void {
+    // Data flows from the listener side to the dialer, so the dialer sends nothing after its hello.
+    this.reportProtocolError(
+      `rank ${this.info.localRank} received a ${isBinary ? 'binary' : 'text'} frame from its ${this.describePeer()} ` +
+        'after the handshake; the dialing side of a ring link only receives',
     );
-  }
-
-  private reportFailure(failure: LinkFailure, keepWaits = false): void {
-    if (this.failure !== null || this.reported) {
-      return;
-    }
-    this.reported = true;
-    if (!keepWaits) {
-      this.fail(failure.error);
-    }
-    if (this.failureHandler !== null) {
-      this.failureHandler(failure);
-    } else {
-      this.unreportedFailure = failure;
-    }
   }
 }

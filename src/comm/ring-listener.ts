@@ -18,7 +18,7 @@ import {
   type ExpectedPeer,
   type RingHandshake,
 } from './ring-hello.js';
-import { RingLink } from './ring-link.js';
+import { SendLink } from './ring-link.js';
 
 /** Options of `RingListener.listen`. */
 export interface RingListenOptions {
@@ -42,13 +42,13 @@ interface PendingConnection {
 interface Claim {
   expected: ExpectedPeer;
   localRank: number;
-  resolve: (link: RingLink) => void;
+  resolve: (link: SendLink) => void;
   reject: (error: Error) => void;
 }
 
 /** A claim on the next neighbour's connection; `cancel` ends the wait and rejects `link`. */
 export interface PendingAccept {
-  link: Promise<RingLink>;
+  link: Promise<SendLink>;
   cancel(reason: Error): void;
 }
 
@@ -122,7 +122,7 @@ export class RingListener {
       throw new Error(`ring listener on ${this.host}:${this.port} already waits for rank ${this.claim.expected.rank}`);
     }
     let timer: NodeJS.Timeout | undefined;
-    const link = new Promise<RingLink>((resolve, reject) => {
+    const link = new Promise<SendLink>((resolve, reject) => {
       const finish = (): void => {
         clearTimeout(timer);
         this.claim = null;
@@ -232,7 +232,7 @@ export class RingListener {
       this.reject(connection.socket, connection.remote, mismatch);
       return;
     }
-    const link = new RingLink(connection.socket, {
+    const link = new SendLink(connection.socket, {
       peerRank: connection.hello.rank,
       localRank: claim.localRank,
       role: 'next',

@@ -1,0 +1,115 @@
+/**
+ * One ringtrain rank of the all-reduce benchmark, driven by bench/allreduce.ts over JSON lines.
+ *
+ * stdout: {"type":"ready","port"} once the listener is open, {"type":"connected"} after Ring.connect,
+ * then one {"type":"result","times","cpuMs","systemMs"} per run command (CPU time per timed call: user plus system, and system alone), or {"type":"error","message"}.
+ * stdin: {"type":"connect","rank","ports","sliceBytes","timeoutMs"}, then {"type":"run","bytes","warmup","iterations"}
+ * any number of times, then {"type":"exit"}.
+ */
+import { createInterface } from 'node:readline';
+import { pino } from 'pino';
+import { Ring } from '../src/comm/ring-allreduce.js';
+import { RingListener } from '../src/comm/ring-listener.js';
+
+interface ConnectCommand {
+  type: 'connect';
+  rank: number;
+  ports: number[];
+  /** Slice size in bytes, or 0 for the ring's default. */
+  sliceBytes: number;
+  timeoutMs: number;
+}
+
+interface RunCommand {
+  type: 'run';
+  bytes: number;
+  warmup: number;
+  iterations: number;
+}
+
+function emit(message: object): void {
+  process.stdout.write(`${JSON.stringify(message)}\n`);
+}
+
+/**
+ * Runs `warmup` untimed and `iterations` timed all-reduces of a `bytes`-long buffer and returns the timed
+ * durations in milliseconds. Every rank fills the buffer with rank + 1, so after the first call each
+ * element must be 1 + 2 + ... + N = N(N + 1)/2, which is exact in float32 for any practical N.
+ */
+async function runSize(ring: Ring, command: RunCommand): Promise<{ times: number[]; cpuMs: number; systemMs: number }> {
+  const buffer = new Float32Array(command.bytes / 4).fill(ring.rank + 1);
+  const expected = (ring.worldSize * (ring.worldSize + 1)) / 2;
+  const times: number[] = [];
+  let cpuStart = process.cpuUsage();
+  for (let call = 0; call < command.warmup + command.iterations; call += 1) {
+    const start = performance.now();
+    await ring.allReduce(buffer);
+    const elapsed = performance.now() - start;
+    if (call === 0 && buffer.length > 0 && (buffer[0] !== expected || buffer[buffer.length - 1] !== expected)) {
+      throw new Error(
+        `rank ${ring.rank}: all-reduce of ${command.bytes} bytes returned ${buffer[0]} and ${buffer[buffer.length - 1]} ` +
+          `at the ends (expected ${expected})`,
+      );
+    }
+    if (call + 1 === command.warmup) {
+      cpuStart = process.cpuUsage();
+    }
+    if (call >= command.warmup) {
+      times.push(elapsed);
+    }
+  }
+  const cpu = process.cpuUsage(cpuStart);
+  return { times, cpuMs: (cpu.user + cpu.system) / 1000 / command.iterations, systemMs: cpu.system / 1000 / command.iterations };
+}
+
+async function main(): Promise<void> {
+  const logger = pino({ level: 'warn' }, pino.destination(2));
+  const listener = await RingListener.listen({ host: '127.0.0.1', logger });
+  emit({ type: 'ready', port: listener.port });
+
+  const lines = createInterface({ input: process.stdin });
+  let ring: Ring | null = null;
+  try {
+    for await (const line of lines) {
+      const command = JSON.parse(line) as ConnectCommand | RunCommand | { type: 'exit' };
+      if (command.type === 'connect') {
+        const worldSize = command.ports.length;
+        const address = (rank: number): { host: string; port: number } => ({
+          host: '127.0.0.1',
+          port: command.ports[(rank + worldSize) % worldSize],
+        });
+        ring = await Ring.connect({
+          listener,
+          rank: command.rank,
+          worldSize,
+          runId: 'bench-allreduce',
+          previous: address(command.rank - 1),
+          next: address(command.rank + 1),
+          timeoutMs: command.timeoutMs,
+          logger,
+          sliceBytes: command.sliceBytes > 0 ? command.sliceBytes : undefined,
+        });
+        emit({ type: 'connected' });
+      } else if (command.type === 'run') {
+        if (ring === null) {
+          throw new Error('received a run command before the connect command; send connect first');
+        }
+        emit({ type: 'result', ...(await runSize(ring, command)) });
+      } else {
+        break;
+      }
+    }
+  } finally {
+    lines.close();
+    await ring?.close();
+    await listener.close();
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (error: unknown) => {
+    emit({ type: 'error', message: error instanceof Error ? error.message : String(error) });
+    process.exit(1);
+  },
+);
