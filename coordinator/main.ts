@@ -18,7 +18,7 @@ import { createLogger } from '../src/log/logger.js';
 import { RunLogSink } from '../src/log/run-log-sink.js';
 import { rendezvous, welcomeMessages } from './rendezvous.js';
 import { plannedSteps, runTraining } from './training-run.js';
-import { describeWorker, WorkerHub } from './worker-hub.js';
+import { WorkerHub } from './worker-hub.js';
 
 /** Messages from the launcher: a worker process ended, or the user asked the run to stop. */
 type LauncherNotice =
@@ -70,9 +70,7 @@ async function main(): Promise<number> {
     }
     if (notice.type !== 'workerExited') return;
     const how = notice.signal !== null ? `was killed by ${notice.signal}` : `exited with code ${notice.code}`;
-    const worker = hub.connections.find((connection) => connection.join.node === notice.node && connection.join.localRank === notice.localRank);
-    const who = worker === undefined ? `worker on node ${notice.node} local rank ${notice.localRank}` : describeWorker(worker);
-    hub.fail(new RingtrainError('RINGTRAIN_ERR_WORKER_FAILED', `${who} ${how} during ${hub.currentActivity}`));
+    hub.failWorkerExit(notice.node, notice.localRank, how);
   });
   process.send?.({ type: 'listening', url });
 

@@ -18,10 +18,15 @@ export interface WorkerConnection {
   rank: number | null;
   /** performance.now() of the last message received from this worker, heartbeats included. */
   lastSeenMs: number;
+  /** Error code of the `failed` message this worker sent, if any. */
+  reportedFailure?: string;
 }
 
 /** How long a closed worker connection waits before failing the run, so the launcher's exit report comes first. */
 const CLOSE_REPORT_DELAY_MS = 300;
+
+/** Failure codes that a rank reports when another rank failed first. */
+const SECONDARY_FAILURE_CODES = new Set(['RINGTRAIN_ERR_PEER_CLOSED', 'RINGTRAIN_ERR_COLLECTIVE_TIMEOUT']);
 
 type MessageOf<T extends WorkerMessage['type']> = Extract<WorkerMessage, { type: T }>;
 
@@ -147,6 +152,23 @@ export class WorkerHub {
     this.healthTimer.unref();
   }
 
+  /**
+   * Fails the run because a worker process ended, as reported by the launcher. A worker that already sent a
+   * `failed` message exits because of it, so its exit adds nothing, unless it only reported a ring neighbour's
+   * disappearance: then the exit is failed late, giving the neighbour's own report time to arrive first.
+   */
+  failWorkerExit(node: number, localRank: number, how: string): void {
+    const worker = this.connections.find((connection) => connection.join.node === node && connection.join.localRank === localRank);
+    const who = worker === undefined ? `worker on node ${node} local rank ${localRank}` : describeWorker(worker);
+    const error = new RingtrainError('RINGTRAIN_ERR_WORKER_FAILED', `${who} ${how} during ${this.currentActivity}`);
+    const reported = worker?.reportedFailure;
+    if (reported === undefined) {
+      this.fail(error);
+    } else if (SECONDARY_FAILURE_CODES.has(reported)) {
+      setTimeout(() => this.fail(error), CLOSE_REPORT_DELAY_MS).unref();
+    }
+  }
+
   /** Marks the run as failed; the current and every later `collect` rejects with `error`. */
   fail(error: RingtrainError): void {
     if (this.failure !== null) return;
@@ -218,10 +240,16 @@ export class WorkerHub {
 
   private deliver(connection: WorkerConnection, message: WorkerMessage): void {
     if (message.type === 'failed') {
+      connection.reportedFailure = message.code;
       const where = message.step === null ? '' : ` at step ${message.step}`;
-      this.fail(
-        new RingtrainError('RINGTRAIN_ERR_WORKER_FAILED', `${describeWorker(connection)} failed${where}: ${message.message} [${message.code}]`),
-      );
+      const error = new RingtrainError('RINGTRAIN_ERR_WORKER_FAILED', `${describeWorker(connection)} failed${where}: ${message.message} [${message.code}]`);
+      // A rank whose ring neighbour vanished reports only the symptom; the neighbour's own exit or error names
+      // the cause and usually arrives within milliseconds, so it gets a short head start.
+      if (SECONDARY_FAILURE_CODES.has(message.code)) {
+        setTimeout(() => this.fail(error), CLOSE_REPORT_DELAY_MS).unref();
+      } else {
+        this.fail(error);
+      }
       return;
     }
     const pending = this.pending;

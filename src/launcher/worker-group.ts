@@ -73,6 +73,14 @@ export async function runAttempt(plan: AttemptPlan): Promise<AttemptOutcome> {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   children.add(coordinator);
+  // An IPC send can race with the coordinator's exit; the exit itself is handled below, so only log it.
+  coordinator.on('error', (error) => logger.debug({ err: error }, 'message to the coordinator not delivered'));
+  const notifyCoordinator = (message: object): void => {
+    if (!coordinator.connected) return;
+    coordinator.send(message, (error) => {
+      if (error !== null) logger.debug({ err: error }, 'message to the coordinator not delivered');
+    });
+  };
 
   let failure: string | null = null;
   let stoppedCheckpoint: string | null = null;
@@ -93,7 +101,7 @@ export async function runAttempt(plan: AttemptPlan): Promise<AttemptOutcome> {
 
   plan.stop.onSignal = (signal) => {
     if (plan.stop.signalCount === 1 && coordinator.connected) {
-      coordinator.send({ type: 'stop', signal });
+      notifyCoordinator({ type: 'stop', signal });
       return;
     }
     for (const child of children) child.kill('SIGKILL');
@@ -125,7 +133,7 @@ export async function runAttempt(plan: AttemptPlan): Promise<AttemptOutcome> {
       children.delete(worker);
       if (code === 0) return;
       logger.error({ localRank, pid: worker.pid, code, signal, attempt: plan.attempt }, 'worker process ended abnormally');
-      if (coordinator.connected) coordinator.send({ type: 'workerExited', node: 0, localRank, code, signal });
+      notifyCoordinator({ type: 'workerExited', node: 0, localRank, code, signal });
     });
   }
 
