@@ -154,12 +154,15 @@ export class AdamW {
     for (const segment of this.segments) {
       const shrink = segment.decay ? decayFactor : 1;
       for (let i = segment.start; i < segment.end; i++) {
-        const g = gradients[i];
-        m[i] = beta1 * m[i] + oneMinusBeta1 * g;
-        v[i] = beta2 * v[i] + oneMinusBeta2 * g * g;
-        // Reads m and v back after the float32 store, so a run resumed from saved moments matches exactly.
-        const denominator = Math.sqrt(v[i]) / sqrtBiasCorrection2 + eps;
-        parameters[i] = parameters[i] * shrink - (stepSize * m[i]) / denominator;
+        const g = gradients[i] as number;
+        // Math.fround gives the value the float32 store keeps, so the update uses exactly the stored moments
+        // and a run resumed from saved moments matches an uninterrupted one bit for bit.
+        const mi = Math.fround(beta1 * (m[i] as number) + oneMinusBeta1 * g);
+        const vi = Math.fround(beta2 * (v[i] as number) + oneMinusBeta2 * g * g);
+        m[i] = mi;
+        v[i] = vi;
+        const denominator = Math.sqrt(vi) / sqrtBiasCorrection2 + eps;
+        parameters[i] = (parameters[i] as number) * shrink - (stepSize * mi) / denominator;
       }
     }
 
