@@ -1,7 +1,7 @@
 import test from 'ava';
 import { readFileSync, truncateSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { launch, pidsInLog, readSafetensors, runningPids, temporaryRunDir, tinyRunFlags, waitForLogRecord } from './helpers/launch.js';
+import { launch, pidsInLog, readSafetensors, runningPids, temporaryRunDir, tinyRunFlags, waitForLogRecord, waitUntilGone } from './helpers/launch.js';
 
 const checkpointFlags = ['--set', 'checkpoint.every=4', '--set', 'checkpoint.keep=2'];
 
@@ -89,6 +89,7 @@ test.serial('non-finite gradient skipped on every rank', async (t) => {
     [3],
   );
   t.is(metrics.at(-1)?.skippedSteps, 1);
+  t.deepEqual(runningPids(pidsInLog(result.runDir)), []);
 });
 
 test.serial('non-finite gradient stops under error policy', async (t) => {
@@ -116,6 +117,30 @@ test.serial('SIGINT checkpoints and exits', async (t) => {
   t.regex(result.stdout, /run stopped/);
   t.truthy(statSync(join(runDir, 'checkpoints', 'latest')));
   t.deepEqual(runningPids(pidsInLog(runDir)), []);
+});
+
+test.serial('second SIGINT kills at once', async (t) => {
+  t.timeout(120_000);
+  const runDir = temporaryRunDir(t);
+  // Checkpoints every step would let the first signal finish quickly; a slow stop shows the second one acting.
+  const running = launch(t, ['--gpus', '2', '--max-steps', '100000', ...tinyRunFlags, '--set', 'health.heartbeatTimeoutMs=60000'], {
+    runDir,
+    env: { RINGTRAIN_FAULT_HANG: '1:4' },
+  });
+  const launcherPid = await waitForLogRecord(runDir, (record) => record.role === 'launcher' && typeof record.pid === 'number', (record) => record.pid as number);
+  await waitForLogRecord(runDir, (record) => record.msg === 'fault injection: blocking this worker forever', () => true);
+
+  // Rank 1 is stuck, so the first signal's graceful stop cannot complete; the second must end everything.
+  process.kill(-launcherPid, 'SIGINT');
+  await waitForLogRecord(runDir, (record) => record.msg === 'stop requested; checkpointing at the next step boundary', () => true);
+  const secondSignalAt = Date.now();
+  process.kill(-launcherPid, 'SIGINT');
+
+  const result = await running;
+  t.is(result.exitCode, 130);
+  t.true(Date.now() - secondSignalAt < 10_000, 'the second signal did not end the run quickly');
+  // SIGKILL is delivered at once, but the kernel may need a moment to tear the processes down.
+  t.deepEqual(await waitUntilGone(pidsInLog(runDir)), []);
 });
 
 test.serial('killed coordinator ends every worker', async (t) => {

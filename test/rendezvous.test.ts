@@ -1,8 +1,9 @@
 import test from 'ava';
-import type { WebSocket } from 'ws';
-import { assignRanks, checkAgreement, welcomeMessages } from '../coordinator/rendezvous.js';
-import type { WorkerConnection } from '../coordinator/worker-hub.js';
-import { PROTOCOL_VERSION, type JoinMessage } from '../src/comm/protocol.js';
+import pino from 'pino';
+import { WebSocket } from 'ws';
+import { assignRanks, checkAgreement, rendezvous, welcomeMessages } from '../coordinator/rendezvous.js';
+import { WorkerHub, type WorkerConnection } from '../coordinator/worker-hub.js';
+import { encodeMessage, PROTOCOL_VERSION, type JoinMessage } from '../src/comm/protocol.js';
 import { hasCode } from '../src/errors.js';
 
 function joinOf(node: number, localRank: number, overrides: Partial<JoinMessage> = {}): WorkerConnection {
@@ -75,4 +76,42 @@ test('welcomeMessages link ring neighbours', (t) => {
     ],
   );
   t.true(welcomes.every((welcome) => welcome.worldSize === 3 && welcome.totalSteps === 17));
+});
+
+test('rendezvous timeout names missing workers', async (t) => {
+  const logger = pino({ level: 'silent' });
+  const hub = await WorkerHub.listen('127.0.0.1', 0, () => {}, logger);
+  t.teardown(() => hub.close());
+
+  // One worker joins over a real connection; the other never does.
+  const socket = new WebSocket(`ws://127.0.0.1:${hub.address.port}`);
+  t.teardown(() => socket.terminate());
+  await new Promise((resolve, reject) => {
+    socket.once('open', resolve);
+    socket.once('error', reject);
+  });
+  socket.send(encodeMessage(joinOf(0, 1).join));
+
+  const started = Date.now();
+  const error = await t.throwsAsync(rendezvous(hub, { runId: 'run-1', workersPerNode: [2] }, 500, logger));
+  t.true(hasCode(error, 'RINGTRAIN_ERR_JOIN_TIMEOUT'));
+  t.regex(error?.message ?? '', /^only 1 of 2 workers joined within 500 ms; missing: node 0 local rank 0\. /);
+  t.true(Date.now() - started < 5000);
+});
+
+test('rendezvous rejects another run id', async (t) => {
+  const logger = pino({ level: 'silent' });
+  const hub = await WorkerHub.listen('127.0.0.1', 0, () => {}, logger);
+  t.teardown(() => hub.close());
+  const socket = new WebSocket(`ws://127.0.0.1:${hub.address.port}`);
+  t.teardown(() => socket.terminate());
+  await new Promise((resolve, reject) => {
+    socket.once('open', resolve);
+    socket.once('error', reject);
+  });
+  socket.send(encodeMessage(joinOf(0, 0, { runId: 'other-run' }).join));
+
+  const error = await t.throwsAsync(rendezvous(hub, { runId: 'run-1', workersPerNode: [1] }, 5000, logger));
+  t.true(hasCode(error, 'RINGTRAIN_ERR_PROTOCOL'));
+  t.regex(error?.message ?? '', /cannot join: run id 'other-run', expected 'run-1'$/);
 });

@@ -88,16 +88,33 @@ export function pidsInLog(runDir: string): number[] {
   return [...pids];
 }
 
-/** Returns the pids from `pids` that still run. */
+/** Returns the pids from `pids` that still run. A zombie (exited, not yet reaped by its new parent) does not count. */
 export function runningPids(pids: readonly number[]): number[] {
   return pids.filter((pid) => {
     try {
       process.kill(pid, 0);
-      return true;
+    } catch {
+      return false;
+    }
+    try {
+      // The state is the field after the parenthesised command name in /proc/PID/stat.
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
     } catch {
       return false;
     }
   });
+}
+
+/** Waits (at most `timeoutMs`) until none of `pids` runs, and returns those still running then. */
+export async function waitUntilGone(pids: readonly number[], timeoutMs = 5000): Promise<number[]> {
+  const deadline = Date.now() + timeoutMs;
+  let left = runningPids(pids);
+  while (left.length > 0 && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    left = runningPids(pids);
+  }
+  return left;
 }
 
 /** Reads a safetensors file into a map from tensor name to values. */
