@@ -1,4 +1,4 @@
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import pino from 'pino';
 import { WebSocket } from 'ws';
 import { assignRanks, checkAgreement, rendezvous, welcomeMessages } from '../coordinator/rendezvous.js';
@@ -78,40 +78,37 @@ test('welcomeMessages link ring neighbours', (t) => {
   t.true(welcomes.every((welcome) => welcome.worldSize === 3 && welcome.totalSteps === 17));
 });
 
-test('rendezvous timeout names missing workers', async (t) => {
-  const logger = pino({ level: 'silent' });
-  const hub = await WorkerHub.listen('127.0.0.1', 0, () => {}, logger);
+/** Starts a real hub on loopback and sends one join message to it over a real connection. */
+async function hubWithJoin(t: ExecutionContext, join: JoinMessage): Promise<WorkerHub> {
+  const hub = await WorkerHub.listen('127.0.0.1', 0, () => {}, silent);
   t.teardown(() => hub.close());
-
-  // One worker joins over a real connection; the other never does.
   const socket = new WebSocket(`ws://127.0.0.1:${hub.address.port}`);
   t.teardown(() => socket.terminate());
   await new Promise((resolve, reject) => {
     socket.once('open', resolve);
     socket.once('error', reject);
   });
-  socket.send(encodeMessage(joinOf(0, 1).join));
+  socket.send(encodeMessage(join));
+  return hub;
+}
+
+const silent = pino({ level: 'silent' });
+
+test('rendezvous timeout names missing workers', async (t) => {
+  // One worker joins over a real connection; the other never does.
+  const hub = await hubWithJoin(t, joinOf(0, 1).join);
 
   const started = Date.now();
-  const error = await t.throwsAsync(rendezvous(hub, { runId: 'run-1', workersPerNode: [2] }, 500, logger));
+  const error = await t.throwsAsync(rendezvous(hub, { runId: 'run-1', workersPerNode: [2] }, 500, silent));
   t.true(hasCode(error, 'RINGTRAIN_ERR_JOIN_TIMEOUT'));
   t.regex(error?.message ?? '', /^only 1 of 2 workers joined within 500 ms; missing: node 0 local rank 0\. /);
   t.true(Date.now() - started < 5000);
 });
 
 test('rendezvous rejects another run id', async (t) => {
-  const logger = pino({ level: 'silent' });
-  const hub = await WorkerHub.listen('127.0.0.1', 0, () => {}, logger);
-  t.teardown(() => hub.close());
-  const socket = new WebSocket(`ws://127.0.0.1:${hub.address.port}`);
-  t.teardown(() => socket.terminate());
-  await new Promise((resolve, reject) => {
-    socket.once('open', resolve);
-    socket.once('error', reject);
-  });
-  socket.send(encodeMessage(joinOf(0, 0, { runId: 'other-run' }).join));
+  const hub = await hubWithJoin(t, joinOf(0, 0, { runId: 'other-run' }).join);
 
-  const error = await t.throwsAsync(rendezvous(hub, { runId: 'run-1', workersPerNode: [1] }, 5000, logger));
+  const error = await t.throwsAsync(rendezvous(hub, { runId: 'run-1', workersPerNode: [1] }, 5000, silent));
   t.true(hasCode(error, 'RINGTRAIN_ERR_PROTOCOL'));
   t.regex(error?.message ?? '', /cannot join: run id 'other-run', expected 'run-1'$/);
 });
