@@ -69,9 +69,10 @@ export async function runTraining(
   const metrics = createWriteStream(join(runDir, 'metrics.jsonl'), { flags: start.step > 0 ? 'a' : 'w' });
   const progress = new ProgressDisplay(totalSteps, sink);
   logger.info(
-    { totalSteps, firstStep: start.step + 1, epochs: Math.ceil(totalSteps / perEpoch), globalBatchSize: config.train.globalBatchSize, worldSize },
+    { totalSteps, firstStep: start.step + 1, epochsToRun: Math.ceil(totalSteps / perEpoch), globalBatchSize: config.train.globalBatchSize, worldSize },
     start.step > 0 ? 'training resumed' : 'training started',
   );
+  if (start.step >= totalSteps) logger.info({ step: start.step }, 'the checkpoint is from the last step; only evaluating and saving');
 
   const started = performance.now();
   let windowStart = started;
@@ -172,7 +173,7 @@ export async function runTraining(
   const trainSeconds = (performance.now() - started) / 1000;
 
   if (stopped) {
-    logger.warn({ step, checkpoint: lastCheckpoint, resume: `npm run launch -- --resume ${runDir}` }, 'run stopped on request after a checkpoint');
+    logger.warn({ step, checkpoint: lastCheckpoint, resume: `npm run launch -- --gpus ${worldSize} --resume ${runDir}` }, 'run stopped on request after a checkpoint');
     return { steps: step, finalLoss: lastLoss, trainSeconds, skippedSteps, report: null, stopped, lastCheckpoint };
   }
   logger.info({ steps: step, trainSeconds, finalLoss: lastLoss, skippedSteps }, 'training finished');

@@ -43,10 +43,13 @@ test.serial('resume flag continues a failed run', async (t) => {
   t.regex(failed.stdout, /run failed after 1 attempt\(s\); resume from .*step-000004\.ckpt/);
   t.deepEqual(runningPids(pidsInLog(failed.runDir)), []);
 
-  // The resumed run reuses the saved config of the run directory, so no other flag is needed.
-  const resumed = await launch(t, ['--gpus', '2', '--resume', failed.runDir], { runDir: failed.runDir });
+  t.regex(failed.stdout, /resume="npm run launch -- --gpus 2 --resume /);
+
+  // The resumed run reuses the saved config and the worker count of the checkpoint, so no other flag is needed.
+  const resumed = await launch(t, ['--resume', failed.runDir], { runDir: failed.runDir });
   t.is(resumed.exitCode, 0, resumed.stdout.slice(-3000));
-  t.regex(resumed.stdout, /training resumed/);
+  t.regex(resumed.stdout, /training resumed .*worldSize=2/);
+  t.notRegex(resumed.stdout, /resuming a checkpoint written by/);
   sameBits(t, reference.runDir, resumed.runDir);
 });
 

@@ -201,7 +201,9 @@ async function run(environment: WorkerEnvironment, baseLogger: Logger): Promise<
 /** Reads the checkpoint to resume from, checks that it fits this model and config, and loads its parameters. */
 async function loadResumeState(file: string, trainer: DataParallelTrainer<unknown>, config: RunConfig, logger: Logger): Promise<{ optimizer: AdamWState }> {
   const checkpoint = await readCheckpoint(file);
-  const { notes } = checkCompatible(checkpoint, { specs: trainer.specs, configHash: hashConfig(config), worldSize: checkpoint.worldSize, source: file });
+  // WORLD_SIZE comes from the launcher; rendezvous confirms it later.
+  const worldSize = Number(process.env.WORLD_SIZE ?? checkpoint.worldSize);
+  const { notes } = checkCompatible(checkpoint, { specs: trainer.specs, configHash: hashConfig(config), worldSize, source: file });
   trainer.loadParameters(checkpoint.parameters);
   logger.info({ file, step: checkpoint.optimizer.step, sampler: checkpoint.sampler, notes }, 'resuming from checkpoint');
   return { optimizer: checkpoint.optimizer };

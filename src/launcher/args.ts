@@ -19,6 +19,8 @@ import { ConfigError, RingtrainError } from '../errors.js';
 export interface LaunchOptions {
   /** Worker processes to start on this node (`--gpus`). */
   workers: number;
+  /** True when `--gpus` was given; a resumed run otherwise keeps the checkpoint's worker count. */
+  workersGiven: boolean;
   /** Absolute path of the config file that was read. */
   configPath: string;
   /** Absolute path of the run directory, which the launcher creates. */
@@ -220,15 +222,16 @@ function wantsHelp(argv: readonly string[]): boolean {
  */
 export function parseLaunchArgs(argv: readonly string[], environment: LaunchEnvironment = {}): LaunchOptions {
   const cwd = environment.cwd ?? process.cwd();
-  const runId = makeRunId(environment.now ?? new Date());
-  const defaultRunDir = resolve(cwd, 'runs', runId);
+  const newRunId = makeRunId(environment.now ?? new Date());
+  const defaultRunDir = resolve(cwd, 'runs', newRunId);
 
   if (wantsHelp(argv)) {
     return {
       workers: 1,
+      workersGiven: false,
       configPath: defaultConfigPath(),
       runDir: defaultRunDir,
-      runId,
+      runId: newRunId,
       config: defaultConfig(),
       help: true,
       resume: null,
@@ -247,6 +250,8 @@ export function parseLaunchArgs(argv: readonly string[], environment: LaunchEnvi
   const resumedRunDir = resume === null ? null : runDirOfResume(resume);
   const runDir =
     values['run-dir'] !== undefined ? parsePathFlag('--run-dir', values['run-dir'], cwd) : (resumedRunDir ?? defaultRunDir);
+  // A run resumed in its own directory keeps its run id, so its log lines carry one `run` value throughout.
+  const runId = resumedRunDir !== null && resumedRunDir === runDir ? basename(runDir) : newRunId;
   const savedConfig = resumedRunDir === null ? null : join(resumedRunDir, 'config.json');
   const configPath =
     values.config !== undefined
@@ -280,7 +285,7 @@ export function parseLaunchArgs(argv: readonly string[], environment: LaunchEnvi
     );
   }
 
-  return { workers, configPath, runDir, runId, config, help: false, resume, maxRestarts, logTo };
+  return { workers, workersGiven: values.gpus !== undefined, configPath, runDir, runId, config, help: false, resume, maxRestarts, logTo };
 }
 
 function parseWebSocketUrl(flag: string, text: string): string {
@@ -338,7 +343,8 @@ Options:
                     (sets seed, ${rule(CONFIG_SCHEMA.seed)}; default ${defaults.seed}).
   --backend NAME    tfjs backend, ${describeRule(CONFIG_SCHEMA.backend)} (sets backend; default ${defaults.backend}).
                     auto tries tensorflow, then wasm, then cpu.
-  --run-dir DIR     Folder for the run's logs and resolved config (default:
+  --run-dir DIR     Folder for everything the run writes: logs, metrics, checkpoints,
+                    the evaluation report, weights and the resolved config (default:
                     runs/RUN_ID in the current directory, where RUN_ID is the UTC start
                     time plus 4 random hex digits, e.g. 20261204-213015-a3f9).
   --set KEY=VALUE   Override one config key, e.g. --set optimizer.lr=3e-4 (repeatable).
@@ -346,7 +352,8 @@ Options:
                     docs/config.md lists every key with its range and default.
   --resume PATH     Continue a run from a checkpoint: a run directory (its latest
                     checkpoint) or a checkpoint file. The run continues in that run
-                    directory with its saved config unless --run-dir or --config is given.
+                    directory, with its run id, saved config and worker count, unless
+                    --run-dir, --config or --gpus is given.
   --max-restarts N  After a failure, restart every worker from the latest checkpoint
                     up to N times (integer of at least 0; default 0).
   --log-to URL      Also stream every process's log lines to a log aggregator

@@ -53,14 +53,16 @@ async function main(): Promise<number> {
   }
 
   let resumeFile: string | null = null;
+  let resumedWorldSize: number | null = null;
   if (options.resume !== null) {
     try {
       resumeFile = await resolveCheckpoint(options.resume);
       // Reading verifies the checksum, so a damaged file is reported here rather than by every worker.
-      await readCheckpoint(resumeFile);
+      resumedWorldSize = (await readCheckpoint(resumeFile)).worldSize;
     } catch (error) {
       fail(`cannot resume from ${options.resume}: ${(error as Error).message}`, EXIT_USAGE);
     }
+    if (!options.workersGiven) options.workers = resumedWorldSize as number;
   }
 
   const runDir = resolve(options.runDir);
@@ -72,6 +74,14 @@ async function main(): Promise<number> {
   const logger = createLogger({ run: options.runId, node: 0, rank: null, role: 'launcher' }, sink);
   if (options.logTo !== null) sink.streamTo(options.logTo, process.env.RINGTRAIN_TOKEN ?? null, logger);
   logger.info({ workers: options.workers, config: options.configPath, runDir, resumeFile, maxRestarts: options.maxRestarts }, 'launching run');
+  if (resumedWorldSize !== null && resumedWorldSize !== options.workers) {
+    logger.warn(
+      { checkpointWorkers: resumedWorldSize, workers: options.workers },
+      `resuming a checkpoint written by ${resumedWorldSize} workers with ${options.workers}: the all-reduce sums in ` +
+        'another order, so the run will not repeat the uninterrupted one bit for bit',
+    );
+  }
+  const resumeCommand = `npm run launch -- --gpus ${options.workers} --resume ${runDir}`;
 
   const gpus =
     options.config.backend === 'auto' || options.config.backend === 'tensorflow'
@@ -112,7 +122,7 @@ async function main(): Promise<number> {
     }
     if (outcome.kind === 'stopped') {
       exitCode = EXIT_STOPPED;
-      logger.warn({ checkpoint: outcome.checkpoint, resume: `npm run launch -- --resume ${runDir}` }, 'run stopped');
+      logger.warn({ checkpoint: outcome.checkpoint, resume: resumeCommand }, 'run stopped');
       break;
     }
     failures.push(outcome);
@@ -128,7 +138,7 @@ async function main(): Promise<number> {
       {
         failures: failures.map((failure, attempt) => ({ attempt, reason: failure.reason })),
         checkpoint,
-        resume: checkpoint === null ? null : `npm run launch -- --resume ${runDir}`,
+        resume: checkpoint === null ? null : resumeCommand,
       },
       `run failed after ${failures.length} attempt(s)` + (checkpoint === null ? '; no checkpoint was written' : `; resume from ${checkpoint}`),
     );
