@@ -2,7 +2,8 @@
  * The coordinator process: rendezvous, step planning, checksum checks, evaluation and the merged log. It never
  * carries gradients. The launcher forks it with an IPC channel and this environment:
  *   RINGTRAIN_RUN_ID, RINGTRAIN_RUN_DIR, RINGTRAIN_CONFIG_FILE (the resolved config),
- *   RINGTRAIN_WORKERS_PER_NODE (comma-separated worker counts, one per node).
+ *   RINGTRAIN_NNODES (nodes in the run, default 1), RINGTRAIN_COORDINATOR_HOST and RINGTRAIN_COORDINATOR_PORT
+ *   (where to listen, default coordinator.host and coordinator.port of the config).
  *   RINGTRAIN_RESUME_FILE (optional checkpoint to resume from), RINGTRAIN_LOG_TO (optional aggregator URL).
  * Over IPC it sends the launcher `listening` {url} once workers can connect, `failed` {code, message, activity}
  * before exiting with 1, and `stopped` {step, checkpoint} before exiting with 130 after a requested stop. It
@@ -47,7 +48,9 @@ async function main(): Promise<number> {
   const runId = requireEnvironment('RINGTRAIN_RUN_ID');
   const runDir = requireEnvironment('RINGTRAIN_RUN_DIR');
   const config = validateConfig(JSON.parse(readFileSync(requireEnvironment('RINGTRAIN_CONFIG_FILE'), 'utf8')));
-  const workersPerNode = requireEnvironment('RINGTRAIN_WORKERS_PER_NODE').split(',').map(Number);
+  const nodeCount = Number(process.env.RINGTRAIN_NNODES ?? '1');
+  const listenHost = process.env.RINGTRAIN_COORDINATOR_HOST || config.coordinator.host;
+  const listenPort = Number(process.env.RINGTRAIN_COORDINATOR_PORT || config.coordinator.port);
   const resumeFile = process.env.RINGTRAIN_RESUME_FILE ?? '';
 
   const sink = new RunLogSink(join(runDir, 'logs.jsonl'));
@@ -55,10 +58,10 @@ async function main(): Promise<number> {
   // Worker lines arrive through this sink too, so one shipper streams the lines of every process.
   const logTo = process.env.RINGTRAIN_LOG_TO ?? '';
   if (logTo !== '') sink.streamTo(logTo, process.env.RINGTRAIN_TOKEN ?? null, logger);
-  const hub = await WorkerHub.listen(config.coordinator.host, config.coordinator.port, (line) => sink.write(line), logger);
+  const hub = await WorkerHub.listen(listenHost, listenPort, (line) => sink.write(line), logger);
   hub.stallWarnMs = config.health.stallWarnMs;
-  const url = `ws://${config.coordinator.host}:${hub.address.port}`;
-  logger.info({ url, workersPerNode, runDir, resumeFile: resumeFile === '' ? null : resumeFile }, 'coordinator listening');
+  const url = `ws://${listenHost}:${hub.address.port}`;
+  logger.info({ url, nodeCount, runDir, resumeFile: resumeFile === '' ? null : resumeFile }, 'coordinator listening');
 
   let stopRequested = false;
   process.on('SIGINT', () => logger.info('SIGINT ignored; the launcher stops the run'));
@@ -76,7 +79,7 @@ async function main(): Promise<number> {
 
   let exitCode = 0;
   try {
-    const workers = await rendezvous(hub, { runId, workersPerNode }, config.coordinator.joinTimeoutMs, logger);
+    const workers = await rendezvous(hub, { runId, nodeCount }, config.coordinator.joinTimeoutMs, logger);
     hub.monitorHeartbeats(config.health.heartbeatTimeoutMs);
     const trainSize = (workers[0] as (typeof workers)[number]).join.trainSize;
     const totalSteps = plannedSteps(config, trainSize);

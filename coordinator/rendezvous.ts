@@ -3,10 +3,13 @@ import { PROTOCOL_VERSION, type JoinMessage, type WelcomeMessage } from '../src/
 import { RingtrainError } from '../src/errors.js';
 import { describeWorker, type WorkerConnection, type WorkerHub } from './worker-hub.js';
 
-/** The workers a coordinator waits for: `workersPerNode[n]` local ranks on node n. */
+/**
+ * The workers a coordinator waits for: every local rank of nodes 0..nodeCount-1, where each node's worker count
+ * is what its workers report in `join.nodeWorkers`.
+ */
 export interface ExpectedWorkers {
   runId: string;
-  workersPerNode: number[];
+  nodeCount: number;
 }
 
 /**
@@ -15,14 +18,12 @@ export interface ExpectedWorkers {
  * RINGTRAIN_ERR_PROTOCOL or RINGTRAIN_ERR_PARAMETER_MISMATCH when a worker does not fit the run.
  */
 export async function rendezvous(hub: WorkerHub, expected: ExpectedWorkers, timeoutMs: number, logger: Logger): Promise<WorkerConnection[]> {
-  const total = expected.workersPerNode.reduce((sum, count) => sum + count, 0);
-
   const joined = await new Promise<WorkerConnection[]>((resolve, reject) => {
     const timer = setTimeout(() => {
       reject(
         new RingtrainError(
           'RINGTRAIN_ERR_JOIN_TIMEOUT',
-          `only ${hub.connections.length} of ${total} workers joined within ${timeoutMs} ms; missing: ` +
+          `only ${hub.connections.length} of ${expectedTotal(hub.connections, expected)} workers joined within ${timeoutMs} ms; missing: ` +
             `${missingWorkers(hub.connections, expected).join(', ')}. Check the worker logs above, or raise ` +
             `coordinator.joinTimeoutMs`,
         ),
@@ -32,14 +33,14 @@ export async function rendezvous(hub: WorkerHub, expected: ExpectedWorkers, time
     const check = (connection: WorkerConnection | null): void => {
       if (connection !== null) {
         logger.info({ node: connection.join.node, localRank: connection.join.localRank, pid: connection.join.pid, backend: connection.join.backend }, 'worker joined');
-        const problem = joinProblem(connection.join, expected);
+        const problem = joinProblem(connection.join, expected, hub.connections);
         if (problem !== null) {
           clearTimeout(timer);
           reject(new RingtrainError('RINGTRAIN_ERR_PROTOCOL', `${describeWorker(connection)} cannot join: ${problem}`));
           return;
         }
       }
-      if (hub.connections.length >= total) {
+      if (missingWorkers(hub.connections, expected).length === 0) {
         clearTimeout(timer);
         resolve([...hub.connections]);
       }
@@ -57,28 +58,47 @@ export async function rendezvous(hub: WorkerHub, expected: ExpectedWorkers, time
   return ordered;
 }
 
-function joinProblem(join: JoinMessage, expected: ExpectedWorkers): string | null {
+function joinProblem(join: JoinMessage, expected: ExpectedWorkers, connections: readonly WorkerConnection[]): string | null {
   if (join.protocolVersion !== PROTOCOL_VERSION) {
     return `protocol version ${join.protocolVersion}, expected ${PROTOCOL_VERSION}; run the same ringtrain version everywhere`;
   }
   if (join.runId !== expected.runId) return `run id '${join.runId}', expected '${expected.runId}'`;
-  const localCount = expected.workersPerNode[join.node];
-  if (localCount === undefined) return `node ${join.node} is not part of this run (nodes 0..${expected.workersPerNode.length - 1})`;
-  if (!(join.localRank >= 0 && join.localRank < localCount)) {
-    return `local rank ${join.localRank} is outside 0..${localCount - 1} for node ${join.node}`;
+  if (!(Number.isInteger(join.node) && join.node >= 0 && join.node < expected.nodeCount)) {
+    return `node ${join.node} is not part of this run (nodes 0..${expected.nodeCount - 1}); check --node-rank and --nnodes`;
+  }
+  if (!(join.localRank >= 0 && join.localRank < join.nodeWorkers)) {
+    return `local rank ${join.localRank} is outside 0..${join.nodeWorkers - 1} for node ${join.node}`;
+  }
+  const sameNode = connections.find((other) => other.join.node === join.node && other.join.nodeWorkers !== join.nodeWorkers);
+  if (sameNode !== undefined) {
+    return `it reports ${join.nodeWorkers} workers on node ${join.node}, but pid ${sameNode.join.pid} reported ${sameNode.join.nodeWorkers}`;
   }
   return null;
 }
 
+/** Returns the worker count known so far: each node's reported count, or 1 for a node not yet heard from. */
+function expectedTotal(connections: readonly WorkerConnection[], expected: ExpectedWorkers): number {
+  let total = 0;
+  for (let node = 0; node < expected.nodeCount; node++) {
+    total += connections.find((connection) => connection.join.node === node)?.join.nodeWorkers ?? 1;
+  }
+  return total;
+}
+
 function missingWorkers(connections: readonly WorkerConnection[], expected: ExpectedWorkers): string[] {
   const missing: string[] = [];
-  expected.workersPerNode.forEach((count, node) => {
+  for (let node = 0; node < expected.nodeCount; node++) {
+    const count = connections.find((connection) => connection.join.node === node)?.join.nodeWorkers;
+    if (count === undefined) {
+      missing.push(`every worker of node ${node}`);
+      continue;
+    }
     for (let localRank = 0; localRank < count; localRank++) {
       if (!connections.some((connection) => connection.join.node === node && connection.join.localRank === localRank)) {
         missing.push(`node ${node} local rank ${localRank}`);
       }
     }
-  });
+  }
   return missing;
 }
 

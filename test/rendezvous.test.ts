@@ -13,6 +13,7 @@ function joinOf(node: number, localRank: number, overrides: Partial<JoinMessage>
     runId: 'run-1',
     node,
     localRank,
+    nodeWorkers: 2,
     pid: 1000 + 10 * node + localRank,
     ring: { host: `127.0.0.${node + 1}`, port: 5000 + localRank },
     backend: 'cpu',
@@ -99,7 +100,7 @@ test('rendezvous timeout names missing workers', async (t) => {
   const hub = await hubWithJoin(t, joinOf(0, 1).join);
 
   const started = Date.now();
-  const error = await t.throwsAsync(rendezvous(hub, { runId: 'run-1', workersPerNode: [2] }, 500, silent));
+  const error = await t.throwsAsync(rendezvous(hub, { runId: 'run-1', nodeCount: 1 }, 500, silent));
   t.true(hasCode(error, 'RINGTRAIN_ERR_JOIN_TIMEOUT'));
   t.regex(error?.message ?? '', /^only 1 of 2 workers joined within 500 ms; missing: node 0 local rank 0\. /);
   t.true(Date.now() - started < 5000);
@@ -108,7 +109,7 @@ test('rendezvous timeout names missing workers', async (t) => {
 test('rendezvous rejects another run id', async (t) => {
   const hub = await hubWithJoin(t, joinOf(0, 0, { runId: 'other-run' }).join);
 
-  const error = await t.throwsAsync(rendezvous(hub, { runId: 'run-1', workersPerNode: [1] }, 5000, silent));
+  const error = await t.throwsAsync(rendezvous(hub, { runId: 'run-1', nodeCount: 1 }, 5000, silent));
   t.true(hasCode(error, 'RINGTRAIN_ERR_PROTOCOL'));
   t.regex(error?.message ?? '', /cannot join: run id 'other-run', expected 'run-1'$/);
 });

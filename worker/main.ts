@@ -8,6 +8,9 @@
  *   RINGTRAIN_CONFIG_FILE      the resolved run config (JSON)
  *   RINGTRAIN_NODE             node index (default 0)
  *   LOCAL_RANK                 index of this worker on its node
+ *   RINGTRAIN_NODE_WORKERS     workers started on this node (default WORLD_SIZE)
+ *   RINGTRAIN_BIND             address the ring listener binds to (default coordinator.host of the config)
+ *   RINGTRAIN_ADVERTISE        address ring neighbours dial (default the bind address)
  *   RINGTRAIN_RESUME_FILE      optional checkpoint to resume from
  */
 import { readFileSync } from 'node:fs';
@@ -38,6 +41,11 @@ interface WorkerEnvironment {
   configFile: string;
   node: number;
   localRank: number;
+  /** Workers started by this node's launcher. */
+  nodeWorkers: number;
+  /** Address the ring listener binds to, and the address ring neighbours dial. */
+  bindHost: string | null;
+  advertiseHost: string | null;
   /** Checkpoint to resume from, or null for a fresh start. */
   resumeFile: string | null;
 }
@@ -58,6 +66,9 @@ function readEnvironment(): WorkerEnvironment {
     configFile: process.env.RINGTRAIN_CONFIG_FILE as string,
     node: Number(process.env.RINGTRAIN_NODE ?? '0'),
     localRank: Number(process.env.LOCAL_RANK),
+    nodeWorkers: Number(process.env.RINGTRAIN_NODE_WORKERS ?? process.env.WORLD_SIZE ?? '1'),
+    bindHost: process.env.RINGTRAIN_BIND === undefined || process.env.RINGTRAIN_BIND === '' ? null : process.env.RINGTRAIN_BIND,
+    advertiseHost: process.env.RINGTRAIN_ADVERTISE === undefined || process.env.RINGTRAIN_ADVERTISE === '' ? null : process.env.RINGTRAIN_ADVERTISE,
     resumeFile: process.env.RINGTRAIN_RESUME_FILE === undefined || process.env.RINGTRAIN_RESUME_FILE === '' ? null : process.env.RINGTRAIN_RESUME_FILE,
   };
 }
@@ -72,7 +83,8 @@ async function run(environment: WorkerEnvironment, baseLogger: Logger): Promise<
   const task = await createTask(config, logger);
   const trainer = new DataParallelTrainer(task, config, logger);
   const resumed = environment.resumeFile === null ? null : await loadResumeState(environment.resumeFile, trainer, config, logger);
-  const listener = await RingListener.listen({ host: config.coordinator.host, logger });
+  const bindHost = environment.bindHost ?? config.coordinator.host;
+  const listener = await RingListener.listen({ host: bindHost, logger });
   const faults = readFaultPlan();
 
   const link = await ControlLink.connect(environment.coordinatorUrl, config.coordinator.joinTimeoutMs, logger);
@@ -95,8 +107,9 @@ async function run(environment: WorkerEnvironment, baseLogger: Logger): Promise<
     runId: environment.runId,
     node: environment.node,
     localRank: environment.localRank,
+    nodeWorkers: environment.nodeWorkers,
     pid: process.pid,
-    ring: { host: config.coordinator.host, port: listener.port },
+    ring: { host: environment.advertiseHost ?? bindHost, port: listener.port },
     backend: backend.name,
     trainSize: task.trainSize,
     evalSize: task.evalSize,
@@ -117,6 +130,9 @@ async function run(environment: WorkerEnvironment, baseLogger: Logger): Promise<
       switch (message.type) {
         case 'welcome': {
           rank = message.rank;
+          // Like torchrun's workers, code in this process can read its global rank and the world size.
+          process.env.RANK = String(rank);
+          process.env.WORLD_SIZE = String(message.worldSize);
           logger = baseLogger.child({ rank });
           ring = await connectRing(message, listener, environment.runId, config, logger);
           trainer.startSchedule(message.totalSteps, resumed?.optimizer);

@@ -8,7 +8,7 @@ import { RingtrainError } from '../errors.js';
  */
 
 /** Bumped whenever a message changes shape; a worker with another version is rejected at join. */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 /** Largest control frame accepted, in bytes. The largest message is `join` with one length per training sample. */
 export const MAX_CONTROL_FRAME_BYTES = 64 * 1024 * 1024;
@@ -30,6 +30,8 @@ export interface JoinMessage {
   node: number;
   /** Index of the worker among the workers of its node. */
   localRank: number;
+  /** Number of workers its node's launcher started; nodes may differ. */
+  nodeWorkers: number;
   pid: number;
   /** Address of this worker's ring listener, which its next neighbour dials. */
   ring: PeerAddress;

@@ -13,6 +13,7 @@ import { applyOverrides, loadConfig } from '../config/load.js';
 import { BACKEND_NAMES, CONFIG_SCHEMA, describeRule, ruleAllows, type LeafRule } from '../config/schema.js';
 import { closestMatches } from '../config/suggest.js';
 import type { BackendName, RunConfig } from '../config/types.js';
+import type { PeerAddress } from '../comm/protocol.js';
 import { ConfigError, RingtrainError } from '../errors.js';
 
 /** The launcher's resolved options. */
@@ -37,6 +38,14 @@ export interface LaunchOptions {
   maxRestarts: number;
   /** WebSocket URL of a log aggregator that receives every log line of the run (`--log-to`), or null. */
   logTo: string | null;
+  /** Nodes in the run (`--nnodes`) and this node's index (`--node-rank`); node 0 starts the coordinator. */
+  nodeCount: number;
+  nodeRank: number;
+  /** Coordinator address (`--coordinator HOST:PORT`); null on a single node, where it listens on a free port. */
+  coordinator: PeerAddress | null;
+  /** Address this node's ring listeners bind to (`--bind`), and the address peers dial (`--advertise`). */
+  bind: string;
+  advertise: string;
 }
 
 /** Inputs of parseLaunchArgs besides argv, replaceable in tests. */
@@ -59,6 +68,12 @@ const OPTIONS = {
   resume: { type: 'string' },
   'max-restarts': { type: 'string' },
   'log-to': { type: 'string' },
+  nnodes: { type: 'string' },
+  'run-id': { type: 'string' },
+  'node-rank': { type: 'string' },
+  coordinator: { type: 'string' },
+  bind: { type: 'string' },
+  advertise: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -78,6 +93,12 @@ const FLAG_EXAMPLES: Readonly<Record<string, string>> = {
   '--resume': 'runs/20261204-213015-a3f9',
   '--max-restarts': '3',
   '--log-to': 'ws://127.0.0.1:9400',
+  '--nnodes': '2',
+  '--run-id': 'tagger-trial-3',
+  '--node-rank': '1',
+  '--coordinator': '127.0.0.1:29400',
+  '--bind': '127.0.0.2',
+  '--advertise': '127.0.0.2',
 };
 
 function usageError(message: string): RingtrainError {
@@ -237,6 +258,11 @@ export function parseLaunchArgs(argv: readonly string[], environment: LaunchEnvi
       resume: null,
       maxRestarts: 0,
       logTo: null,
+      nodeCount: 1,
+      nodeRank: 0,
+      coordinator: null,
+      bind: '127.0.0.1',
+      advertise: '127.0.0.1',
     };
   }
 
@@ -246,12 +272,26 @@ export function parseLaunchArgs(argv: readonly string[], environment: LaunchEnvi
   const maxRestarts = values['max-restarts'] === undefined ? 0 : parseIntegerFlag('--max-restarts', values['max-restarts'], { kind: 'integer', min: 0 });
   const resume = values.resume === undefined ? null : parsePathFlag('--resume', values.resume, cwd);
   const logTo = values['log-to'] === undefined ? null : parseWebSocketUrl('--log-to', values['log-to']);
+  const nodeCount = values.nnodes === undefined ? 1 : parseIntegerFlag('--nnodes', values.nnodes, { kind: 'integer', min: 1 });
+  const nodeRank = values['node-rank'] === undefined ? 0 : parseIntegerFlag('--node-rank', values['node-rank'], { kind: 'integer', min: 0, max: nodeCount - 1 });
+  const coordinator = values.coordinator === undefined ? null : parseHostPort('--coordinator', values.coordinator);
+  if (nodeCount > 1 && coordinator === null) {
+    throw usageError(`--nnodes ${nodeCount} needs --coordinator HOST:PORT, the address of node 0's coordinator that every node dials`);
+  }
   // A resumed run continues in the run directory it came from and reuses its resolved config by default.
   const resumedRunDir = resume === null ? null : runDirOfResume(resume);
   const runDir =
     values['run-dir'] !== undefined ? parsePathFlag('--run-dir', values['run-dir'], cwd) : (resumedRunDir ?? defaultRunDir);
-  // A run resumed in its own directory keeps its run id, so its log lines carry one `run` value throughout.
-  const runId = resumedRunDir !== null && resumedRunDir === runDir ? basename(runDir) : newRunId;
+  // Every node of a run must present the same run id at rendezvous, so a multi-node run derives it from the
+  // coordinator address unless --run-id names it. A run resumed in its own directory keeps its run id.
+  const runId =
+    values['run-id'] !== undefined
+      ? parseRunId(values['run-id'])
+      : coordinator !== null && nodeCount > 1
+        ? `run-${coordinator.host}-${coordinator.port}`.replace(/[^A-Za-z0-9._-]/g, '_')
+        : resumedRunDir !== null && resumedRunDir === runDir
+          ? basename(runDir)
+          : newRunId;
   const savedConfig = resumedRunDir === null ? null : join(resumedRunDir, 'config.json');
   const configPath =
     values.config !== undefined
@@ -285,7 +325,42 @@ export function parseLaunchArgs(argv: readonly string[], environment: LaunchEnvi
     );
   }
 
-  return { workers, workersGiven: values.gpus !== undefined, configPath, runDir, runId, config, help: false, resume, maxRestarts, logTo };
+  // Single-node runs bind to loopback unless told otherwise.
+  const bind = values.bind ?? config.coordinator.host;
+  const advertise = values.advertise ?? bind;
+  return {
+    workers,
+    workersGiven: values.gpus !== undefined,
+    configPath,
+    runDir,
+    runId,
+    config,
+    help: false,
+    resume,
+    maxRestarts,
+    logTo,
+    nodeCount,
+    nodeRank,
+    coordinator,
+    bind,
+    advertise,
+  };
+}
+
+function parseRunId(text: string): string {
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(text)) {
+    throw usageError(`--run-id must be 1 to 100 letters, digits, '.', '_' or '-', starting with a letter or digit (got ${describeFlagValue(text)})`);
+  }
+  return text;
+}
+
+function parseHostPort(flag: string, text: string): PeerAddress {
+  const match = /^(.+):(\d+)$/.exec(text);
+  const port = match === null ? Number.NaN : Number(match[2]);
+  if (match === null || !(port >= 1 && port <= 65535)) {
+    throw usageError(`${flag} must be HOST:PORT with a port from 1 to 65535, e.g. 127.0.0.1:29400 (got ${describeFlagValue(text)})`);
+  }
+  return { host: match[1] as string, port };
 }
 
 function parseWebSocketUrl(flag: string, text: string): string {
@@ -359,6 +434,16 @@ Options:
   --log-to URL      Also stream every process's log lines to a log aggregator
                     (npm run aggregator) at this ws:// URL. RINGTRAIN_TOKEN, when set,
                     is presented to it. Losing the aggregator never stops the run.
+  --run-id ID       Name of the run, the same on every node (default: the start time on one
+                    node, run-HOST-PORT of --coordinator with --nnodes above 1).
+  --nnodes N        Nodes in the run (default 1). Start the launcher once on each node.
+  --node-rank K     This node's index, 0 to N-1 (default 0). Node 0 starts the coordinator.
+  --coordinator HOST:PORT
+                    Address of node 0's coordinator; required with --nnodes above 1.
+                    Node 0 listens on it, every node's workers dial it.
+  --bind ADDR       Address this node's ring listeners bind to (default coordinator.host,
+                    127.0.0.1).
+  --advertise ADDR  Address other nodes dial to reach this node's workers (default --bind).
   -h, --help        Print this help and exit.
 
 Examples:

@@ -16,7 +16,7 @@ import { createLogger } from '../log/logger.js';
 import { RunLogSink } from '../log/run-log-sink.js';
 import { helpText, parseLaunchArgs, type LaunchOptions } from './args.js';
 import { detectGpus } from './devices.js';
-import { runAttempt, type AttemptOutcome, type StopControl } from './worker-group.js';
+import { runAttempt, runRemoteAttempt, type AttemptOutcome, type StopControl } from './worker-group.js';
 
 const EXIT_FAILED = 1;
 const EXIT_USAGE = 2;
@@ -71,7 +71,7 @@ async function main(): Promise<number> {
   writeFileSync(configFile, JSON.stringify(options.config, null, 2) + '\n');
 
   const sink = new RunLogSink(join(runDir, 'logs.jsonl'));
-  const logger = createLogger({ run: options.runId, node: 0, rank: null, role: 'launcher' }, sink);
+  const logger = createLogger({ run: options.runId, node: options.nodeRank, rank: null, role: 'launcher' }, sink);
   if (options.logTo !== null) sink.streamTo(options.logTo, process.env.RINGTRAIN_TOKEN ?? null, logger);
   logger.info({ workers: options.workers, config: options.configPath, runDir, resumeFile, maxRestarts: options.maxRestarts }, 'launching run');
   if (resumedWorldSize !== null && resumedWorldSize !== options.workers) {
@@ -115,7 +115,8 @@ async function main(): Promise<number> {
         resumeFile === null ? 'restarting the worker group from the start (no checkpoint yet)' : 'restarting the worker group from the latest checkpoint',
       );
     }
-    const outcome = await runAttempt({ options, runDir, configFile, attempt, resumeFile, useGpus, stop, logger });
+    const plan = { options, runDir, configFile, attempt, resumeFile, useGpus, stop, logger };
+    const outcome = options.nodeRank === 0 ? await runAttempt(plan) : await runRemoteAttempt(plan);
     if (outcome.kind === 'finished') {
       exitCode = 0;
       break;

@@ -69,7 +69,12 @@ export async function runAttempt(plan: AttemptPlan): Promise<AttemptOutcome> {
 
   const children = new Set<ChildProcess>();
   const coordinator = fork(coordinatorEntry, [], {
-    env: { ...baseEnvironment, RINGTRAIN_WORKERS_PER_NODE: String(options.workers) },
+    env: {
+      ...baseEnvironment,
+      RINGTRAIN_NNODES: String(options.nodeCount),
+      RINGTRAIN_COORDINATOR_HOST: options.coordinator?.host ?? '',
+      RINGTRAIN_COORDINATOR_PORT: options.coordinator === null ? '' : String(options.coordinator.port),
+    },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   children.add(coordinator);
@@ -112,16 +117,45 @@ export async function runAttempt(plan: AttemptPlan): Promise<AttemptOutcome> {
     return { kind: 'failed', reason: `the coordinator exited with code ${await coordinatorExit} before it started listening` };
   }
 
+  const workers = spawnWorkers(plan, baseEnvironment, url, children, (localRank, code, signal) =>
+    notifyCoordinator({ type: 'workerExited', node: options.nodeRank, localRank, code, signal }),
+  );
+
+  const exitCode = await coordinatorExit;
+  await waitForWorkers(workers, logger);
+  plan.stop.onSignal = () => {};
+
+  if (exitCode === 0) return { kind: 'finished' };
+  if (exitCode === COORDINATOR_EXIT_STOPPED) return { kind: 'stopped', checkpoint: stoppedCheckpoint };
+  return { kind: 'failed', reason: failure ?? `the coordinator exited with code ${exitCode}` };
+}
+
+/**
+ * Starts this node's workers. `onAbnormalExit` hears of every worker that exits with a non-zero code or a
+ * signal, after the exit is logged.
+ */
+function spawnWorkers(
+  plan: AttemptPlan,
+  baseEnvironment: NodeJS.ProcessEnv,
+  coordinatorUrl: string,
+  children: Set<ChildProcess>,
+  onAbnormalExit: (localRank: number, code: number | null, signal: NodeJS.Signals | null) => void,
+): ChildProcess[] {
+  const { options, logger } = plan;
+  const singleNode = options.nodeCount === 1;
   const workers: ChildProcess[] = [];
   for (let localRank = 0; localRank < options.workers; localRank++) {
     const worker = fork(workerEntry, [], {
       env: {
         ...baseEnvironment,
-        RINGTRAIN_COORDINATOR_URL: url,
-        RINGTRAIN_NODE: '0',
+        RINGTRAIN_COORDINATOR_URL: coordinatorUrl,
+        RINGTRAIN_NODE: String(options.nodeRank),
+        RINGTRAIN_NODE_WORKERS: String(options.workers),
+        RINGTRAIN_BIND: options.bind,
+        RINGTRAIN_ADVERTISE: options.advertise,
         LOCAL_RANK: String(localRank),
-        RANK: String(localRank),
-        WORLD_SIZE: String(options.workers),
+        // Across nodes the global rank and world size are known only after rendezvous; the worker sets them then.
+        ...(singleNode ? { RANK: String(localRank), WORLD_SIZE: String(options.workers) } : {}),
         // NOTE: not yet run on a GPU. One device per worker, as torchrun users expect.
         ...(plan.useGpus ? { CUDA_VISIBLE_DEVICES: String(localRank) } : {}),
       },
@@ -133,17 +167,40 @@ export async function runAttempt(plan: AttemptPlan): Promise<AttemptOutcome> {
       children.delete(worker);
       if (code === 0) return;
       logger.error({ localRank, pid: worker.pid, code, signal, attempt: plan.attempt }, 'worker process ended abnormally');
-      notifyCoordinator({ type: 'workerExited', node: 0, localRank, code, signal });
+      onAbnormalExit(localRank, code, signal);
     });
   }
+  return workers;
+}
 
-  const exitCode = await coordinatorExit;
-  await waitForWorkers(workers, logger);
+/**
+ * Runs this node's workers against the coordinator of node 0 (nodes 1 and up start no coordinator), and returns
+ * how they ended: finished when every worker exits with 0.
+ */
+export async function runRemoteAttempt(plan: AttemptPlan): Promise<AttemptOutcome> {
+  const { options } = plan;
+  const coordinator = options.coordinator as { host: string; port: number };
+  const baseEnvironment = {
+    ...process.env,
+    RINGTRAIN_RUN_ID: options.runId,
+    RINGTRAIN_RUN_DIR: plan.runDir,
+    RINGTRAIN_CONFIG_FILE: plan.configFile,
+    RINGTRAIN_RESTART_COUNT: String(plan.attempt),
+    RINGTRAIN_RESUME_FILE: plan.resumeFile ?? '',
+  };
+  const children = new Set<ChildProcess>();
+  const failures: string[] = [];
+  plan.stop.onSignal = () => {
+    for (const child of children) child.kill(plan.stop.signalCount === 1 ? 'SIGTERM' : 'SIGKILL');
+  };
+  const workers = spawnWorkers(plan, baseEnvironment, `ws://${coordinator.host}:${coordinator.port}`, children, (localRank, code, signal) => {
+    failures.push(`local rank ${localRank} ${signal !== null ? `was killed by ${signal}` : `exited with code ${code}`}`);
+  });
+  await Promise.all(workers.map((worker) => new Promise((resolve) => (worker.exitCode !== null || worker.signalCode !== null ? resolve(null) : worker.once('exit', resolve)))));
   plan.stop.onSignal = () => {};
-
-  if (exitCode === 0) return { kind: 'finished' };
-  if (exitCode === COORDINATOR_EXIT_STOPPED) return { kind: 'stopped', checkpoint: stoppedCheckpoint };
-  return { kind: 'failed', reason: failure ?? `the coordinator exited with code ${exitCode}` };
+  if (failures.length === 0) return { kind: 'finished' };
+  if (plan.stop.signalCount > 0) return { kind: 'stopped', checkpoint: null };
+  return { kind: 'failed', reason: `workers of node ${options.nodeRank} failed: ${failures.join('; ')}` };
 }
 
 async function waitForWorkers(workers: readonly ChildProcess[], logger: Logger): Promise<void> {

@@ -1,0 +1,76 @@
+import test from 'ava';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { LogAggregator } from '../src/log/aggregator/server.js';
+import { launch, pidsInLog, readSafetensors, runningPids, tinyRunFlags } from './helpers/launch.js';
+
+/** Returns a port that was free a moment ago on 127.0.0.1. */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as { port: number }).port;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+function lines(path: string): string[] {
+  return readFileSync(path, 'utf8').split('\n').filter((line) => line.trim() !== '');
+}
+
+test.serial('two nodes match one node of four', async (t) => {
+  t.timeout(180_000);
+  const outDir = mkdtempSync(join(tmpdir(), 'ringtrain-multinode-logs-'));
+  t.teardown(() => rmSync(outDir, { recursive: true, force: true }));
+  const aggregator = await LogAggregator.start({ port: 0, host: '127.0.0.1', outDir, token: null, printLine: null }, pino({ level: 'silent' }));
+  t.teardown(() => aggregator.stop());
+  const logTo = ['--log-to', `ws://127.0.0.1:${aggregator.address.port}`];
+
+  const steps = ['--max-steps', '5', '--seed', '11'];
+  const single = await launch(t, ['--gpus', '4', ...steps, ...tinyRunFlags]);
+  t.is(single.exitCode, 0, single.stdout.slice(-2000));
+
+  // Node 0 on 127.0.0.1 runs the coordinator; node 1's workers bind and advertise 127.0.0.2.
+  const coordinator = `127.0.0.1:${await freePort()}`;
+  const multiNode = ['--nnodes', '2', '--coordinator', coordinator, '--gpus', '2', ...steps, ...logTo, ...tinyRunFlags];
+  const [node0, node1] = await Promise.all([
+    launch(t, ['--node-rank', '0', ...multiNode]),
+    launch(t, ['--node-rank', '1', '--bind', '127.0.0.2', ...multiNode]),
+  ]);
+  t.is(node0.exitCode, 0, node0.stdout.slice(-2000));
+  t.is(node1.exitCode, 0, node1.stdout.slice(-2000));
+  t.regex(node0.stdout, /rendezvous complete worldSize=4 ring=\["127\.0\.0\.1:\d+","127\.0\.0\.1:\d+","127\.0\.0\.2:\d+","127\.0\.0\.2:\d+"\]/);
+
+  // Same ring order, same shards and the same summation order, so the parameters match bit for bit.
+  const expected = readSafetensors(join(single.runDir, 'weights.safetensors'));
+  const actual = readSafetensors(join(node0.runDir, 'weights.safetensors'));
+  t.deepEqual([...actual.keys()], [...expected.keys()]);
+  for (const [name, values] of expected) {
+    const other = actual.get(name) as Float32Array;
+    t.true(Buffer.from(values.buffer).equals(Buffer.from(other.buffer)), `parameter ${name} differs`);
+  }
+
+  // The aggregator holds every line that either node logged, except the shippers' reports about themselves.
+  await aggregator.stop();
+  const local = [...lines(join(node0.runDir, 'logs.jsonl')), ...lines(join(node1.runDir, 'logs.jsonl'))].filter(
+    (line) => !(JSON.parse(line) as { msg: string }).msg.startsWith('log shipper'),
+  );
+  const files = readdirSync(outDir).filter((name) => name.endsWith('.jsonl'));
+  t.deepEqual(files, [`run-127.0.0.1-${coordinator.split(':')[1]}.jsonl`]);
+  const streamed = lines(join(outDir, files[0] as string));
+  const perRank = (all: string[]): Record<string, number> => {
+    const counts: Record<string, number> = {};
+    for (const line of all) {
+      const record = JSON.parse(line) as { node: number; role: string; rank?: number | null };
+      const key = `${record.node}/${record.role}/${record.rank ?? '-'}`;
+      counts[key] = (counts[key] ?? 0) + 1;
+    }
+    return counts;
+  };
+  t.deepEqual(perRank(streamed), perRank(local));
+  for (const rank of [0, 1, 2, 3]) t.true(streamed.some((line) => (JSON.parse(line) as { rank?: number }).rank === rank), `no line from rank ${rank}`);
+
+  t.deepEqual(runningPids([...pidsInLog(node0.runDir), ...pidsInLog(node1.runDir)]), []);
+});
