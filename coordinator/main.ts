@@ -58,7 +58,8 @@ async function main(): Promise<number> {
   // Worker lines arrive through this sink too, so one shipper streams the lines of every process.
   const logTo = process.env.RINGTRAIN_LOG_TO ?? '';
   if (logTo !== '') sink.streamTo(logTo, process.env.RINGTRAIN_TOKEN ?? null, logger);
-  const hub = await WorkerHub.listen(listenHost, listenPort, (line) => sink.write(line), logger);
+  const token = process.env.RINGTRAIN_TOKEN === undefined || process.env.RINGTRAIN_TOKEN === '' ? null : process.env.RINGTRAIN_TOKEN;
+  const hub = await WorkerHub.listen(listenHost, listenPort, (line) => sink.write(line), logger, token);
   hub.stallWarnMs = config.health.stallWarnMs;
   const url = `ws://${listenHost}:${hub.address.port}`;
   logger.info({ url, nodeCount, runDir, resumeFile: resumeFile === '' ? null : resumeFile }, 'coordinator listening');

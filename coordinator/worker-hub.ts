@@ -1,5 +1,7 @@
 import { WebSocketServer, type WebSocket } from 'ws';
+import type { IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { bearerTokenMatches } from '../src/comm/token.js';
 import type { Logger } from 'pino';
 import {
   decodeWorkerMessage,
@@ -64,9 +66,25 @@ export class WorkerHub {
     server.on('connection', (socket, request) => this.accept(socket, request.socket.remoteAddress ?? 'unknown'));
   }
 
-  /** Starts listening on host:port (port 0 picks a free port). */
-  static async listen(host: string, port: number, onLogLine: (line: string) => void, logger: Logger): Promise<WorkerHub> {
-    const server = new WebSocketServer({ host, port, perMessageDeflate: false, maxPayload: MAX_CONTROL_FRAME_BYTES });
+  /** Starts listening on host:port (port 0 picks a free port); with a `token`, clients without it get HTTP 401. */
+  static async listen(host: string, port: number, onLogLine: (line: string) => void, logger: Logger, token: string | null = null): Promise<WorkerHub> {
+    const server = new WebSocketServer({
+      host,
+      port,
+      perMessageDeflate: false,
+      maxPayload: MAX_CONTROL_FRAME_BYTES,
+      verifyClient:
+        token === null
+          ? undefined
+          : (info: { req: IncomingMessage }, done: (result: boolean, code?: number, message?: string) => void) => {
+              if (bearerTokenMatches(info.req.headers.authorization, token)) {
+                done(true);
+                return;
+              }
+              logger.warn({ peer: `${info.req.socket.remoteAddress}:${info.req.socket.remotePort}` }, 'coordinator rejected a connection without the run token');
+              done(false, 401, 'Unauthorized');
+            },
+    });
     await new Promise<void>((resolve, reject) => {
       server.once('listening', resolve);
       server.once('error', reject);

@@ -1,11 +1,13 @@
 import test from 'ava';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
+import { WebSocket } from 'ws';
+import { MAX_CONTROL_FRAME_BYTES } from '../src/comm/protocol.js';
 import { LogAggregator } from '../src/log/aggregator/server.js';
-import { launch, pidsInLog, readSafetensors, runningPids, tinyRunFlags } from './helpers/launch.js';
+import { launch, pidsInLog, readSafetensors, runningPids, temporaryRunDir, tinyRunFlags, waitForLogRecord } from './helpers/launch.js';
 
 /** Returns a port that was free a moment ago on 127.0.0.1. */
 async function freePort(): Promise<number> {
@@ -35,9 +37,10 @@ test.serial('two nodes match one node of four', async (t) => {
   // Node 0 on 127.0.0.1 runs the coordinator; node 1's workers bind and advertise 127.0.0.2.
   const coordinator = `127.0.0.1:${await freePort()}`;
   const multiNode = ['--nnodes', '2', '--coordinator', coordinator, '--gpus', '2', ...steps, ...logTo, ...tinyRunFlags];
+  const env = { RINGTRAIN_TOKEN: 'two-node-secret' };
   const [node0, node1] = await Promise.all([
-    launch(t, ['--node-rank', '0', ...multiNode]),
-    launch(t, ['--node-rank', '1', '--bind', '127.0.0.2', ...multiNode]),
+    launch(t, ['--node-rank', '0', ...multiNode], { env }),
+    launch(t, ['--node-rank', '1', '--bind', '127.0.0.2', ...multiNode], { env }),
   ]);
   t.is(node0.exitCode, 0, node0.stdout.slice(-2000));
   t.is(node1.exitCode, 0, node1.stdout.slice(-2000));
@@ -74,3 +77,78 @@ test.serial('two nodes match one node of four', async (t) => {
 
   t.deepEqual(runningPids([...pidsInLog(node0.runDir), ...pidsInLog(node1.runDir)]), []);
 });
+
+test('multi-node run requires a token', async (t) => {
+  const result = await launch(t, ['--nnodes', '2', '--coordinator', '127.0.0.1:29999', ...tinyRunFlags], { env: { RINGTRAIN_TOKEN: '' }, timeoutMs: 30_000 });
+  t.is(result.exitCode, 2);
+  t.regex(result.stderr, /^ringtrain: --nnodes 2 needs a run token/);
+});
+
+test.serial('intruders are rejected and the run completes', async (t) => {
+  t.timeout(120_000);
+  const runDir = temporaryRunDir(t);
+  const running = launch(t, ['--gpus', '2', '--max-steps', '400', ...tinyRunFlags], { runDir, env: { RINGTRAIN_TOKEN: 'right-token' } });
+  const coordinatorUrl = await waitForLogRecord(runDir, (record) => record.msg === 'coordinator listening', (record) => record.url as string);
+  const ringPort = await waitForLogRecord(runDir, (record) => record.msg === 'ring listener open', (record) => record.port as number);
+  await waitForLogRecord(runDir, (record) => record.msg === 'progress' && (record.step as number) >= 2, () => true);
+
+  const coordinatorPort = Number(new URL(coordinatorUrl).port);
+  t.is(await upgradeStatus(coordinatorPort, '/', 'wrong-token'), 401);
+  t.is(await upgradeStatus(ringPort, '/ringtrain/ring', 'wrong-token'), 401);
+  t.is(await upgradeStatus(coordinatorPort, '/', null), 401);
+  await sendRaw(coordinatorPort, Buffer.from('\x00\xffnot http at all\r\n\r\n'));
+  await sendRaw(ringPort, Buffer.from('GARBAGE'.repeat(1000)));
+
+  // With the right token, an oversized frame and a frame that is not msgpack are rejected too.
+  const closeCode = await oversizedFrame(coordinatorUrl, 'right-token');
+  t.is(closeCode, 1009);
+
+  const result = await running;
+  t.is(result.exitCode, 0, result.stdout.slice(-3000));
+  t.regex(result.stdout, /coordinator rejected a connection without the run token peer=127\.0\.0\.1:\d+/);
+  t.regex(result.stdout, /ring listener rejected a connection without the run token .*peer=127\.0\.0\.1:\d+/);
+  t.deepEqual(runningPids(pidsInLog(runDir)), []);
+});
+
+/** Sends a WebSocket upgrade request with an optional bearer token and returns the HTTP status of the reply. */
+async function upgradeStatus(port: number, path: string, token: string | null): Promise<number> {
+  const socket = new WebSocket(`ws://127.0.0.1:${port}${path}`, token === null ? {} : { headers: { Authorization: `Bearer ${token}` } });
+  return new Promise((resolve) => {
+    socket.once('unexpected-response', (_request, response) => {
+      resolve(response.statusCode ?? 0);
+      socket.terminate();
+    });
+    socket.once('open', () => {
+      resolve(101);
+      socket.terminate();
+    });
+    socket.once('error', () => resolve(0));
+  });
+}
+
+/** Writes raw bytes to a TCP port and waits (at most 2 s) for the peer to close the connection. */
+async function sendRaw(port: number, bytes: Buffer): Promise<void> {
+  const socket = connect(port, '127.0.0.1');
+  socket.on('error', () => {});
+  socket.write(bytes);
+  await new Promise((resolve) => {
+    socket.once('close', resolve);
+    setTimeout(resolve, 2000).unref();
+  });
+  socket.destroy();
+}
+
+/** Connects with the right token, sends a frame above the control-frame limit and returns the close code. */
+async function oversizedFrame(url: string, token: string): Promise<number> {
+  const socket = new WebSocket(url, { headers: { Authorization: `Bearer ${token}` } });
+  await new Promise((resolve, reject) => {
+    socket.once('open', resolve);
+    socket.once('error', reject);
+  });
+  socket.send(Buffer.from([0xc1, 0xc1, 0xc1]));
+  socket.send(Buffer.alloc(MAX_CONTROL_FRAME_BYTES + 1024));
+  return new Promise((resolve) => {
+    socket.once('close', (code) => resolve(code));
+    socket.once('error', () => {});
+  });
+}

@@ -39,13 +39,13 @@ export class ControlLink {
   }
 
   /** Connects to the coordinator at `url`, retrying until `timeoutMs` passes. */
-  static async connect(url: string, timeoutMs: number, logger: Logger): Promise<ControlLink> {
+  static async connect(url: string, timeoutMs: number, logger: Logger, token: string | null = null): Promise<ControlLink> {
     const deadline = Date.now() + timeoutMs;
     let attempt = 0;
     for (;;) {
       attempt++;
       try {
-        const socket = await openSocket(url);
+        const socket = await openSocket(url, token);
         logger.info({ url, attempt }, 'connected to coordinator');
         return new ControlLink(socket, logger);
       } catch (error) {
@@ -113,9 +113,10 @@ export class ControlLink {
   }
 }
 
-function openSocket(url: string): Promise<WebSocket> {
+function openSocket(url: string, token: string | null): Promise<WebSocket> {
   return new Promise((resolve, reject) => {
-    const socket = new WebSocket(url, { perMessageDeflate: false, maxPayload: MAX_CONTROL_FRAME_BYTES });
+    const headers = token === null ? undefined : { Authorization: `Bearer ${token}` };
+    const socket = new WebSocket(url, { perMessageDeflate: false, maxPayload: MAX_CONTROL_FRAME_BYTES, headers });
     socket.once('open', () => {
       socket.removeAllListeners('error');
       resolve(socket);

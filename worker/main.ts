@@ -12,6 +12,7 @@
  *   RINGTRAIN_BIND             address the ring listener binds to (default coordinator.host of the config)
  *   RINGTRAIN_ADVERTISE        address ring neighbours dial (default the bind address)
  *   RINGTRAIN_RESUME_FILE      optional checkpoint to resume from
+ *   RINGTRAIN_TOKEN            optional run token, presented on every connection and required on the listener
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -84,10 +85,11 @@ async function run(environment: WorkerEnvironment, baseLogger: Logger): Promise<
   const trainer = new DataParallelTrainer(task, config, logger);
   const resumed = environment.resumeFile === null ? null : await loadResumeState(environment.resumeFile, trainer, config, logger);
   const bindHost = environment.bindHost ?? config.coordinator.host;
-  const listener = await RingListener.listen({ host: bindHost, logger });
+  const token = process.env.RINGTRAIN_TOKEN === undefined || process.env.RINGTRAIN_TOKEN === '' ? null : process.env.RINGTRAIN_TOKEN;
+  const listener = await RingListener.listen({ host: bindHost, logger, token });
   const faults = readFaultPlan();
 
-  const link = await ControlLink.connect(environment.coordinatorUrl, config.coordinator.joinTimeoutMs, logger);
+  const link = await ControlLink.connect(environment.coordinatorUrl, config.coordinator.joinTimeoutMs, logger, token);
   destination.attach((line) => link.send({ type: 'log', line }));
   link.onShutdown = (message) => {
     // A shutdown can arrive while a step is blocked in the all-reduce; exit without waiting for it.
@@ -134,7 +136,7 @@ async function run(environment: WorkerEnvironment, baseLogger: Logger): Promise<
           process.env.RANK = String(rank);
           process.env.WORLD_SIZE = String(message.worldSize);
           logger = baseLogger.child({ rank });
-          ring = await connectRing(message, listener, environment.runId, config, logger);
+          ring = await connectRing(message, listener, environment.runId, config, token, logger);
           trainer.startSchedule(message.totalSteps, resumed?.optimizer);
           link.send({ type: 'ready' });
           break;
@@ -245,6 +247,7 @@ async function connectRing(
   listener: RingListener,
   runId: string,
   config: RunConfig,
+  token: string | null,
   logger: Logger,
 ): Promise<Ring> {
   logger.info({ worldSize: welcome.worldSize, previous: welcome.previous, next: welcome.next }, 'connecting ring links');
@@ -256,6 +259,7 @@ async function connectRing(
     previous: welcome.previous,
     next: welcome.next,
     timeoutMs: config.allreduce.timeoutMs,
+    token,
     logger,
   });
 }

@@ -10,8 +10,11 @@ import { RingtrainError } from '../errors.js';
 /** Bumped whenever a message changes shape; a worker with another version is rejected at join. */
 export const PROTOCOL_VERSION = 3;
 
-/** Largest control frame accepted, in bytes. The largest message is `join` with one length per training sample. */
-export const MAX_CONTROL_FRAME_BYTES = 64 * 1024 * 1024;
+/**
+ * Largest control frame accepted, in bytes. The largest message is `join`, with 2 bytes per training example, so
+ * this allows about 4 million examples.
+ */
+export const MAX_CONTROL_FRAME_BYTES = 8 * 1024 * 1024;
 
 /** A TCP address that a peer dials. */
 export interface PeerAddress {

@@ -61,6 +61,8 @@ export interface RingConnectOptions {
    * the larger of the two, computed with this rank's sliceBytes.
    */
   maxPayload?: number;
+  /** Run token presented when dialing the previous rank, or null for an open run. */
+  token?: string | null;
 }
 
 type RingState = 'open' | 'running' | 'closed';
@@ -124,6 +126,7 @@ export class Ring {
       maxPayload,
       logger,
       signal: aborter.signal,
+      token: options.token ?? null,
     });
     const [dialed, accepted] = await Promise.allSettled([
       dial.catch((error: unknown) => {

@@ -37,6 +37,8 @@ export interface DialOptions {
   logger: Logger;
   /** Aborting stops retries and closes a socket that is still in its handshake. */
   signal: AbortSignal;
+  /** Run token presented to the listener, or null. */
+  token: string | null;
 }
 
 const FIRST_RETRY_DELAY_MS = 25;
@@ -113,6 +115,7 @@ function attempt(url: string, options: DialOptions, remainingMs: number): Promis
         path: RING_PATH,
         maxPayload: options.maxPayload,
         maxTextBytes: MAX_HANDSHAKE_BYTES,
+        token: options.token,
       },
       {
         text: (text) => handleWelcome(text),

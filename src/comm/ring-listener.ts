@@ -19,6 +19,7 @@ import {
   type RingHandshake,
 } from './ring-hello.js';
 import { SendLink } from './ring-link.js';
+import { bearerTokenMatches } from './token.js';
 
 /** Options of `RingListener.listen`. */
 export interface RingListenOptions {
@@ -31,6 +32,8 @@ export interface RingListenOptions {
   helloTimeoutMs?: number;
   /** Connections with a hello that wait for `Ring.connect` beyond this count are rejected; default 16. */
   maxPendingConnections?: number;
+  /** Run token every dialer must present; null (the default) accepts any dialer. */
+  token?: string | null;
 }
 
 interface PendingConnection {
@@ -83,8 +86,10 @@ export class RingListener {
       port: 0,
       helloTimeoutMs: 10_000,
       maxPendingConnections: 16,
+      token: null,
       ...options,
     };
+    const token = resolved.token;
     const server = createServer((request, response) => {
       response.writeHead(426, { 'content-type': 'text/plain' }).end('ringtrain ring listener: WebSocket only\n');
     });
@@ -94,6 +99,20 @@ export class RingListener {
       perMessageDeflate: false,
       maxPayload: MAX_HANDSHAKE_BYTES,
       clientTracking: false,
+      verifyClient:
+        token === null
+          ? undefined
+          : (info: { req: IncomingMessage }, done: (result: boolean, code?: number, message?: string) => void) => {
+              if (bearerTokenMatches(info.req.headers.authorization, token)) {
+                done(true);
+                return;
+              }
+              options.logger.warn(
+                { peer: `${info.req.socket.remoteAddress}:${info.req.socket.remotePort}` },
+                'ring listener rejected a connection without the run token',
+              );
+              done(false, 401, 'Unauthorized');
+            },
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);

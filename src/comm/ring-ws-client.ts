@@ -159,8 +159,8 @@ export class RingClientSocket {
   }
 
   private sendUpgradeRequest(): void {
-    const { host, port, path } = this.options;
-    this.socket.write(buildUpgradeRequest(host, port, path, this.key));
+    const { host, port, path, token } = this.options;
+    this.socket.write(buildUpgradeRequest(host, port, path, this.key, token ?? null));
   }
 
   /** Returns the buffer for the next read: exactly the bytes the parser needs next, never more. */

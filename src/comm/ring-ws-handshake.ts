@@ -12,11 +12,12 @@ const ACCEPT_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 export const MAX_HTTP_HEAD_BYTES = 16 * 1024;
 
 /** Returns the HTTP request for upgrading `path` on the server at `host:port` to a WebSocket. */
-export function buildUpgradeRequest(host: string, port: number, path: string, key: string): string {
+export function buildUpgradeRequest(host: string, port: number, path: string, key: string, token: string | null = null): string {
   const hostHeader = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+  const authorization = token === null ? '' : `Authorization: Bearer ${token}\r\n`;
   return (
     `GET ${path} HTTP/1.1\r\nHost: ${hostHeader}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-    `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`
+    `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n${authorization}\r\n`
   );
 }
 

@@ -51,4 +51,6 @@ export interface ClientConnectOptions {
   maxPayload: number;
   /** Largest text message accepted, in bytes. */
   maxTextBytes: number;
+  /** Run token sent as `Authorization: Bearer <token>` in the upgrade request, or null. */
+  token?: string | null;
 }

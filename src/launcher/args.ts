@@ -46,6 +46,8 @@ export interface LaunchOptions {
   /** Address this node's ring listeners bind to (`--bind`), and the address peers dial (`--advertise`). */
   bind: string;
   advertise: string;
+  /** Run token (`--token` or RINGTRAIN_TOKEN) every connection presents, or null for an open run. */
+  token: string | null;
 }
 
 /** Inputs of parseLaunchArgs besides argv, replaceable in tests. */
@@ -74,6 +76,8 @@ const OPTIONS = {
   coordinator: { type: 'string' },
   bind: { type: 'string' },
   advertise: { type: 'string' },
+  token: { type: 'string' },
+  insecure: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -99,6 +103,7 @@ const FLAG_EXAMPLES: Readonly<Record<string, string>> = {
   '--coordinator': '127.0.0.1:29400',
   '--bind': '127.0.0.2',
   '--advertise': '127.0.0.2',
+  '--token': 'a-long-random-secret',
 };
 
 function usageError(message: string): RingtrainError {
@@ -241,7 +246,7 @@ function wantsHelp(argv: readonly string[]): boolean {
  * Throws a RingtrainError with code RINGTRAIN_ERR_USAGE for an unknown option, a missing or invalid flag value
  * or a positional argument, and a ConfigError for an invalid config file, --set override or config key.
  */
-export function parseLaunchArgs(argv: readonly string[], environment: LaunchEnvironment = {}): LaunchOptions {
+export function parseLaunchArgs(argv: readonly string[], environment: LaunchEnvironment = {}, variables: NodeJS.ProcessEnv = process.env): LaunchOptions {
   const cwd = environment.cwd ?? process.cwd();
   const newRunId = makeRunId(environment.now ?? new Date());
   const defaultRunDir = resolve(cwd, 'runs', newRunId);
@@ -263,6 +268,7 @@ export function parseLaunchArgs(argv: readonly string[], environment: LaunchEnvi
       coordinator: null,
       bind: '127.0.0.1',
       advertise: '127.0.0.1',
+      token: null,
     };
   }
 
@@ -277,6 +283,14 @@ export function parseLaunchArgs(argv: readonly string[], environment: LaunchEnvi
   const coordinator = values.coordinator === undefined ? null : parseHostPort('--coordinator', values.coordinator);
   if (nodeCount > 1 && coordinator === null) {
     throw usageError(`--nnodes ${nodeCount} needs --coordinator HOST:PORT, the address of node 0's coordinator that every node dials`);
+  }
+  const tokenText = values.token ?? variables.RINGTRAIN_TOKEN ?? '';
+  const token = tokenText === '' ? null : tokenText;
+  if (nodeCount > 1 && token === null && values.insecure !== true) {
+    throw usageError(
+      `--nnodes ${nodeCount} needs a run token, so that only this run's processes can join: set RINGTRAIN_TOKEN ` +
+        '(or --token) to the same secret on every node, or pass --insecure to run without one',
+    );
   }
   // A resumed run continues in the run directory it came from and reuses its resolved config by default.
   const resumedRunDir = resume === null ? null : runDirOfResume(resume);
@@ -344,6 +358,7 @@ export function parseLaunchArgs(argv: readonly string[], environment: LaunchEnvi
     coordinator,
     bind,
     advertise,
+    token,
   };
 }
 
@@ -441,6 +456,11 @@ Options:
   --coordinator HOST:PORT
                     Address of node 0's coordinator; required with --nnodes above 1.
                     Node 0 listens on it, every node's workers dial it.
+  --token SECRET    Run token that every connection presents (default RINGTRAIN_TOKEN).
+                    Connections without it are rejected and logged. Required with
+                    --nnodes above 1 unless --insecure is given; prefer the variable,
+                    because flags are visible in the process list.
+  --insecure        Allow a multi-node run without a token.
   --bind ADDR       Address this node's ring listeners bind to (default coordinator.host,
                     127.0.0.1).
   --advertise ADDR  Address other nodes dial to reach this node's workers (default --bind).

@@ -72,7 +72,8 @@ async function main(): Promise<number> {
 
   const sink = new RunLogSink(join(runDir, 'logs.jsonl'));
   const logger = createLogger({ run: options.runId, node: options.nodeRank, rank: null, role: 'launcher' }, sink);
-  if (options.logTo !== null) sink.streamTo(options.logTo, process.env.RINGTRAIN_TOKEN ?? null, logger);
+  if (options.logTo !== null) sink.streamTo(options.logTo, options.token, logger);
+  if (options.token !== null) process.env.RINGTRAIN_TOKEN = options.token;
   logger.info({ workers: options.workers, config: options.configPath, runDir, resumeFile, maxRestarts: options.maxRestarts }, 'launching run');
   if (resumedWorldSize !== null && resumedWorldSize !== options.workers) {
     logger.warn(

@@ -10,7 +10,7 @@ import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import { splitFrameLines } from './frame-lines.js';
 import { formatLiveLine } from './live-view.js';
 import { RunFiles } from './run-files.js';
-import { bearerTokenMatches } from './token.js';
+import { bearerTokenMatches } from '../../comm/token.js';
 
 /** Maximum frame payload accepted. A larger frame closes that connection, and only it, with code 1009. */
 export const MAX_FRAME_BYTES = 1024 * 1024;

@@ -1,4 +1,4 @@
-/** Bearer-token check of the aggregator's WebSocket handshake. */
+/** Bearer-token check of WebSocket handshakes: control links, ring links and log streams. */
 import { createHash, timingSafeEqual } from 'node:crypto';
 
 /**
