@@ -14,6 +14,7 @@ import { BACKEND_NAMES, CONFIG_SCHEMA, describeRule, ruleAllows, type LeafRule }
 import { closestMatches } from '../config/suggest.js';
 import type { BackendName, RunConfig } from '../config/types.js';
 import type { PeerAddress } from '../comm/protocol.js';
+import { readSchedulerEnvironment, type SchedulerSettings } from './scheduler-env.js';
 import { ConfigError, RingtrainError } from '../errors.js';
 
 /** The launcher's resolved options. */
@@ -278,9 +279,18 @@ export function parseLaunchArgs(argv: readonly string[], environment: LaunchEnvi
   const maxRestarts = values['max-restarts'] === undefined ? 0 : parseIntegerFlag('--max-restarts', values['max-restarts'], { kind: 'integer', min: 0 });
   const resume = values.resume === undefined ? null : parsePathFlag('--resume', values.resume, cwd);
   const logTo = values['log-to'] === undefined ? null : parseWebSocketUrl('--log-to', values['log-to']);
-  const nodeCount = values.nnodes === undefined ? 1 : parseIntegerFlag('--nnodes', values.nnodes, { kind: 'integer', min: 1 });
-  const nodeRank = values['node-rank'] === undefined ? 0 : parseIntegerFlag('--node-rank', values['node-rank'], { kind: 'integer', min: 0, max: nodeCount - 1 });
-  const coordinator = values.coordinator === undefined ? null : parseHostPort('--coordinator', values.coordinator);
+  let scheduler: SchedulerSettings;
+  try {
+    scheduler = readSchedulerEnvironment(variables);
+  } catch (error) {
+    throw usageError((error as Error).message);
+  }
+  const nodeCount = values.nnodes === undefined ? (scheduler.nodeCount ?? 1) : parseIntegerFlag('--nnodes', values.nnodes, { kind: 'integer', min: 1 });
+  const nodeRank = values['node-rank'] === undefined ? (scheduler.nodeRank ?? 0) : parseIntegerFlag('--node-rank', values['node-rank'], { kind: 'integer', min: 0 });
+  if (nodeCount < 1 || nodeRank >= nodeCount) {
+    throw usageError(`the node rank must be below the node count (got node rank ${nodeRank} of ${nodeCount} nodes${scheduler.sources.length > 0 ? `, from ${scheduler.sources.join(', ')}` : ''})`);
+  }
+  const coordinator = values.coordinator === undefined ? (scheduler.coordinator ?? null) : parseHostPort('--coordinator', values.coordinator);
   if (nodeCount > 1 && coordinator === null) {
     throw usageError(`--nnodes ${nodeCount} needs --coordinator HOST:PORT, the address of node 0's coordinator that every node dials`);
   }
