@@ -78,6 +78,28 @@ test.serial('two nodes match one node of four', async (t) => {
   t.deepEqual(runningPids([...pidsInLog(node0.runDir), ...pidsInLog(node1.runDir)]), []);
 });
 
+test.serial('nodes may differ in worker count', async (t) => {
+  t.timeout(180_000);
+  const steps = ['--max-steps', '4', '--seed', '5'];
+  const single = await launch(t, ['--gpus', '3', ...steps, ...tinyRunFlags]);
+  t.is(single.exitCode, 0, single.stdout.slice(-2000));
+
+  const coordinator = `127.0.0.1:${await freePort()}`;
+  const multiNode = ['--nnodes', '2', '--coordinator', coordinator, '--insecure', ...steps, ...tinyRunFlags];
+  const [node0, node1] = await Promise.all([
+    launch(t, ['--node-rank', '0', '--gpus', '1', ...multiNode]),
+    launch(t, ['--node-rank', '1', '--gpus', '2', '--bind', '127.0.0.3', ...multiNode]),
+  ]);
+  t.is(node0.exitCode, 0, node0.stdout.slice(-2000));
+  t.is(node1.exitCode, 0, node1.stdout.slice(-2000));
+  t.regex(node0.stdout, /rendezvous complete worldSize=3 ring=\["127\.0\.0\.1:\d+","127\.0\.0\.3:\d+","127\.0\.0\.3:\d+"\]/);
+  const expected = readSafetensors(join(single.runDir, 'weights.safetensors'));
+  const actual = readSafetensors(join(node0.runDir, 'weights.safetensors'));
+  for (const [name, values] of expected) {
+    t.true(Buffer.from(values.buffer).equals(Buffer.from((actual.get(name) as Float32Array).buffer)), `parameter ${name} differs`);
+  }
+});
+
 test('multi-node run requires a token', async (t) => {
   const result = await launch(t, ['--nnodes', '2', '--coordinator', '127.0.0.1:29999', ...tinyRunFlags], { env: { RINGTRAIN_TOKEN: '' }, timeoutMs: 30_000 });
   t.is(result.exitCode, 2);
@@ -100,8 +122,9 @@ test.serial('intruders are rejected and the run completes', async (t) => {
   await sendRaw(ringPort, Buffer.from('GARBAGE'.repeat(1000)));
 
   // With the right token, an oversized frame and a frame that is not msgpack are rejected too.
-  const closeCode = await oversizedFrame(coordinatorUrl, 'right-token');
-  t.is(closeCode, 1009);
+  t.is(await oversizedFrame(coordinatorUrl, 'right-token', MAX_CONTROL_FRAME_BYTES + 1024), 1009);
+  // The ring listener closes with 1008 at the first frame, because a dialer must start with its hello.
+  t.is(await oversizedFrame(`ws://127.0.0.1:${ringPort}/ringtrain/ring`, 'right-token', 64 * 1024), 1008);
 
   const result = await running;
   t.is(result.exitCode, 0, result.stdout.slice(-3000));
@@ -138,15 +161,15 @@ async function sendRaw(port: number, bytes: Buffer): Promise<void> {
   socket.destroy();
 }
 
-/** Connects with the right token, sends a frame above the control-frame limit and returns the close code. */
-async function oversizedFrame(url: string, token: string): Promise<number> {
+/** Connects with `token`, sends a garbage frame and then one of `bytes` bytes, and returns the close code. */
+async function oversizedFrame(url: string, token: string, bytes: number): Promise<number> {
   const socket = new WebSocket(url, { headers: { Authorization: `Bearer ${token}` } });
   await new Promise((resolve, reject) => {
     socket.once('open', resolve);
     socket.once('error', reject);
   });
   socket.send(Buffer.from([0xc1, 0xc1, 0xc1]));
-  socket.send(Buffer.alloc(MAX_CONTROL_FRAME_BYTES + 1024));
+  socket.send(Buffer.alloc(bytes));
   return new Promise((resolve) => {
     socket.once('close', (code) => resolve(code));
     socket.once('error', () => {});

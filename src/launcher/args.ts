@@ -82,7 +82,11 @@ const OPTIONS = {
   help: { type: 'boolean', short: 'h' },
 } as const;
 
-const VALUE_FLAGS = new Set(Object.keys(OPTIONS).filter((name) => name !== 'help').map((name) => `--${name}`));
+const VALUE_FLAGS = new Set(
+  Object.entries(OPTIONS)
+    .filter(([, option]) => option.type === 'string')
+    .map(([name]) => `--${name}`),
+);
 const ALL_FLAGS = [...Object.keys(OPTIONS).map((name) => `--${name}`), '-h'];
 const HELP_HINT = 'run with --help for the options';
 const WORKERS_RULE: LeafRule = { kind: 'integer', min: 1 };
