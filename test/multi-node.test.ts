@@ -55,7 +55,7 @@ test.serial('two nodes match one node of four', async (t) => {
     t.true(Buffer.from(values.buffer).equals(Buffer.from(other.buffer)), `parameter ${name} differs`);
   }
 
-  // The aggregator holds every line that either node logged, except the shippers' reports about themselves.
+  // The aggregator has every line that either node logged, except the shippers' reports about themselves.
   await aggregator.stop();
   const local = [...lines(join(node0.runDir, 'logs.jsonl')), ...lines(join(node1.runDir, 'logs.jsonl'))].filter(
     (line) => !(JSON.parse(line) as { msg: string }).msg.startsWith('log shipper'),
