@@ -23,7 +23,7 @@ export async function rendezvous(hub: WorkerHub, expected: ExpectedWorkers, time
       reject(
         new RingtrainError(
           'RINGTRAIN_ERR_JOIN_TIMEOUT',
-          `only ${hub.connections.length} of ${expectedTotal(hub.connections, expected)} workers joined within ${timeoutMs} ms; missing: ` +
+          `only ${hub.connections.length} of ${describeExpectedTotal(hub.connections, expected)} workers joined within ${timeoutMs} ms; missing: ` +
             `${missingWorkers(hub.connections, expected).join(', ')}. Check the worker logs above, or raise ` +
             `coordinator.joinTimeoutMs`,
         ),
@@ -32,7 +32,9 @@ export async function rendezvous(hub: WorkerHub, expected: ExpectedWorkers, time
 
     const check = (connection: WorkerConnection | null): void => {
       if (connection !== null) {
-        logger.info({ node: connection.join.node, localRank: connection.join.localRank, pid: connection.join.pid, backend: connection.join.backend }, 'worker joined');
+        // workerNode and workerPid, because `node` and `pid` are the coordinator's own log bindings.
+        const { node, localRank, nodeWorkers, pid, backend } = connection.join;
+        logger.info({ workerNode: node, localRank, nodeWorkers, workerPid: pid, backend }, 'worker joined');
         const problem = joinProblem(connection.join, expected, hub.connections);
         if (problem !== null) {
           clearTimeout(timer);
@@ -76,13 +78,16 @@ function joinProblem(join: JoinMessage, expected: ExpectedWorkers, connections: 
   return null;
 }
 
-/** Returns the worker count known so far: each node's reported count, or 1 for a node not yet heard from. */
-function expectedTotal(connections: readonly WorkerConnection[], expected: ExpectedWorkers): number {
+/** Returns the expected worker count, or "at least N" while some node has not reported its count yet. */
+function describeExpectedTotal(connections: readonly WorkerConnection[], expected: ExpectedWorkers): string {
   let total = 0;
+  let silentNodes = 0;
   for (let node = 0; node < expected.nodeCount; node++) {
-    total += connections.find((connection) => connection.join.node === node)?.join.nodeWorkers ?? 1;
+    const count = connections.find((connection) => connection.join.node === node)?.join.nodeWorkers;
+    if (count === undefined) silentNodes++;
+    total += count ?? 1;
   }
-  return total;
+  return silentNodes > 0 ? `at least ${total}` : String(total);
 }
 
 function missingWorkers(connections: readonly WorkerConnection[], expected: ExpectedWorkers): string[] {

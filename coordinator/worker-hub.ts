@@ -81,7 +81,7 @@ export class WorkerHub {
                 done(true);
                 return;
               }
-              logger.warn({ peer: `${info.req.socket.remoteAddress}:${info.req.socket.remotePort}` }, 'coordinator rejected a connection without the run token');
+              logger.warn({ peer: `${info.req.socket.remoteAddress}:${info.req.socket.remotePort}` }, 'coordinator rejected a connection without a valid run token');
               done(false, 401, 'Unauthorized');
             },
     });

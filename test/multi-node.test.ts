@@ -128,8 +128,8 @@ test.serial('intruders are rejected and the run completes', async (t) => {
 
   const result = await running;
   t.is(result.exitCode, 0, result.stdout.slice(-3000));
-  t.regex(result.stdout, /coordinator rejected a connection without the run token peer=127\.0\.0\.1:\d+/);
-  t.regex(result.stdout, /ring listener rejected a connection without the run token .*peer=127\.0\.0\.1:\d+/);
+  t.regex(result.stdout, /coordinator rejected a connection without a valid run token peer=127\.0\.0\.1:\d+/);
+  t.regex(result.stdout, /ring listener rejected a connection without a valid run token .*peer=127\.0\.0\.1:\d+/);
   t.deepEqual(runningPids(pidsInLog(runDir)), []);
 });
 

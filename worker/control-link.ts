@@ -49,6 +49,13 @@ export class ControlLink {
         logger.info({ url, attempt }, 'connected to coordinator');
         return new ControlLink(socket, logger);
       } catch (error) {
+        if (/Unexpected server response: 401/.test((error as Error).message)) {
+          throw new RingtrainError(
+            'RINGTRAIN_ERR_PROTOCOL',
+            `the coordinator at ${url} rejected this worker's run token (HTTP 401); set RINGTRAIN_TOKEN (or --token) ` +
+              'to the same secret on every node',
+          );
+        }
         if (Date.now() + RETRY_DELAY_MS > deadline) {
           throw new RingtrainError(
             'RINGTRAIN_ERR_JOIN_TIMEOUT',

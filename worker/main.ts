@@ -32,6 +32,7 @@ import { firesAt, readFaultPlan, type FaultPlan } from './fault-injection.js';
 import { RingtrainError } from '../src/errors.js';
 import { LinkDestination } from '../src/log/link-destination.js';
 import { createLogger } from '../src/log/logger.js';
+import { formatLogLine } from '../src/log/pretty.js';
 import { createTask } from '../src/tasks/registry.js';
 import { ControlLink } from './control-link.js';
 import { DataParallelTrainer, hashFloats } from './trainer.js';
@@ -230,7 +231,7 @@ async function loadResumeState(file: string, trainer: DataParallelTrainer<unknow
 function injectStartOfStepFaults(faults: FaultPlan, rank: number, step: number, logger: Logger): void {
   if (firesAt(faults.kill, rank, step)) {
     logger.warn({ step }, 'fault injection: killing this worker with SIGKILL');
-    destination.flushTo((text) => process.stderr.write(text));
+    destination.flushTo(writeToStderr);
     process.kill(process.pid, 'SIGKILL');
   }
   if (firesAt(faults.hang, rank, step)) {
@@ -264,13 +265,18 @@ async function connectRing(
   });
 }
 
+/** Writes log lines that never reached the coordinator to stderr, formatted like the merged terminal log. */
+function writeToStderr(text: string): void {
+  process.stderr.write(formatLogLine(text) + '\n');
+}
+
 let exiting = false;
 
 async function exitSoon(link: ControlLink | null, code: number): Promise<void> {
   if (exiting) return;
   exiting = true;
   await link?.close(1000);
-  destination.flushTo((text) => process.stderr.write(text));
+  destination.flushTo(writeToStderr);
   process.exit(code);
 }
 
@@ -304,7 +310,7 @@ async function main(): Promise<void> {
   } catch (error) {
     baseLogger.fatal({ err: error }, 'worker could not start');
   }
-  destination.flushTo((text) => process.stderr.write(text));
+  destination.flushTo(writeToStderr);
   process.exit(code);
 }
 

@@ -109,7 +109,7 @@ export class RingListener {
               }
               options.logger.warn(
                 { peer: `${info.req.socket.remoteAddress}:${info.req.socket.remotePort}` },
-                'ring listener rejected a connection without the run token',
+                'ring listener rejected a connection without a valid run token',
               );
               done(false, 401, 'Unauthorized');
             },

@@ -292,7 +292,8 @@ export function parseLaunchArgs(argv: readonly string[], environment: LaunchEnvi
   const nodeCount = values.nnodes === undefined ? (scheduler.nodeCount ?? 1) : parseIntegerFlag('--nnodes', values.nnodes, { kind: 'integer', min: 1 });
   const nodeRank = values['node-rank'] === undefined ? (scheduler.nodeRank ?? 0) : parseIntegerFlag('--node-rank', values['node-rank'], { kind: 'integer', min: 0 });
   if (nodeCount < 1 || nodeRank >= nodeCount) {
-    throw usageError(`the node rank must be below the node count (got node rank ${nodeRank} of ${nodeCount} nodes${scheduler.sources.length > 0 ? `, from ${scheduler.sources.join(', ')}` : ''})`);
+    const origin = scheduler.sources.length > 0 ? `, from ${scheduler.sources.join(', ')}` : values.nnodes === undefined ? ', and --nnodes defaults to 1' : '';
+    throw usageError(`the node rank must be below the node count (got node rank ${nodeRank} of ${nodeCount} nodes${origin})`);
   }
   const coordinator = values.coordinator === undefined ? (scheduler.coordinator ?? null) : parseHostPort('--coordinator', values.coordinator);
   if (nodeCount > 1 && coordinator === null) {
