@@ -1,7 +1,6 @@
 import { WebSocketServer, type WebSocket } from 'ws';
-import type { IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { bearerTokenMatches } from '../src/comm/token.js';
+import { tokenVerifier } from '../src/comm/token.js';
 import type { Logger } from 'pino';
 import {
   decodeWorkerMessage,
@@ -73,17 +72,7 @@ export class WorkerHub {
       port,
       perMessageDeflate: false,
       maxPayload: MAX_CONTROL_FRAME_BYTES,
-      verifyClient:
-        token === null
-          ? undefined
-          : (info: { req: IncomingMessage }, done: (result: boolean, code?: number, message?: string) => void) => {
-              if (bearerTokenMatches(info.req.headers.authorization, token)) {
-                done(true);
-                return;
-              }
-              logger.warn({ peer: `${info.req.socket.remoteAddress}:${info.req.socket.remotePort}` }, 'coordinator rejected a connection without a valid run token');
-              done(false, 401, 'Unauthorized');
-            },
+      verifyClient: tokenVerifier(token, 'coordinator', logger),
     });
     await new Promise<void>((resolve, reject) => {
       server.once('listening', resolve);

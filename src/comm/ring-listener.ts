@@ -19,7 +19,7 @@ import {
   type RingHandshake,
 } from './ring-hello.js';
 import { SendLink } from './ring-link.js';
-import { bearerTokenMatches } from './token.js';
+import { tokenVerifier } from './token.js';
 
 /** Options of `RingListener.listen`. */
 export interface RingListenOptions {
@@ -99,20 +99,7 @@ export class RingListener {
       perMessageDeflate: false,
       maxPayload: MAX_HANDSHAKE_BYTES,
       clientTracking: false,
-      verifyClient:
-        token === null
-          ? undefined
-          : (info: { req: IncomingMessage }, done: (result: boolean, code?: number, message?: string) => void) => {
-              if (bearerTokenMatches(info.req.headers.authorization, token)) {
-                done(true);
-                return;
-              }
-              options.logger.warn(
-                { peer: `${info.req.socket.remoteAddress}:${info.req.socket.remotePort}` },
-                'ring listener rejected a connection without a valid run token',
-              );
-              done(false, 401, 'Unauthorized');
-            },
+      verifyClient: tokenVerifier(token, 'ring listener', options.logger),
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);

@@ -1,5 +1,7 @@
 /** Bearer-token check of WebSocket handshakes: control links, ring links and log streams. */
 import { createHash, timingSafeEqual } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import type { Logger } from 'pino';
 
 /**
  * Checks an `Authorization` header against the expected token in constant time. Both sides are hashed first
@@ -12,4 +14,24 @@ export function bearerTokenMatches(header: string | undefined, expected: string)
   const presentedDigest = createHash('sha256').update(presented).digest();
   const expectedDigest = createHash('sha256').update(expected).digest();
   return timingSafeEqual(presentedDigest, expectedDigest) && match !== null;
+}
+
+/** The `verifyClient` callback of a ws server. */
+export type VerifyClient = (info: { req: IncomingMessage }, done: (result: boolean, code?: number, message?: string) => void) => void;
+
+/**
+ * Returns a ws `verifyClient` that accepts only handshakes presenting `token` as a bearer token, and rejects
+ * others with HTTP 401 and a warning naming `listener` and the peer's address. Returns undefined (accept all)
+ * when `token` is null.
+ */
+export function tokenVerifier(token: string | null, listener: string, logger: Logger): VerifyClient | undefined {
+  if (token === null) return undefined;
+  return (info, done) => {
+    if (bearerTokenMatches(info.req.headers.authorization, token)) {
+      done(true);
+      return;
+    }
+    logger.warn({ peer: `${info.req.socket.remoteAddress}:${info.req.socket.remotePort}` }, `${listener} rejected a connection without a valid run token`);
+    done(false, 401, 'Unauthorized');
+  };
 }

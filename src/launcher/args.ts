@@ -292,7 +292,9 @@ export function parseLaunchArgs(argv: readonly string[], environment: LaunchEnvi
   const nodeCount = values.nnodes === undefined ? (scheduler.nodeCount ?? 1) : parseIntegerFlag('--nnodes', values.nnodes, { kind: 'integer', min: 1 });
   const nodeRank = values['node-rank'] === undefined ? (scheduler.nodeRank ?? 0) : parseIntegerFlag('--node-rank', values['node-rank'], { kind: 'integer', min: 0 });
   if (nodeCount < 1 || nodeRank >= nodeCount) {
-    const origin = scheduler.sources.length > 0 ? `, from ${scheduler.sources.join(', ')}` : values.nnodes === undefined ? ', and --nnodes defaults to 1' : '';
+    let origin = '';
+    if (scheduler.sources.length > 0) origin = `, from ${scheduler.sources.join(', ')}`;
+    else if (values.nnodes === undefined) origin = ', and --nnodes defaults to 1';
     throw usageError(`the node rank must be below the node count (got node rank ${nodeRank} of ${nodeCount} nodes${origin})`);
   }
   const coordinator = values.coordinator === undefined ? (scheduler.coordinator ?? null) : parseHostPort('--coordinator', values.coordinator);
@@ -354,7 +356,7 @@ export function parseLaunchArgs(argv: readonly string[], environment: LaunchEnvi
     );
   }
 
-  // Single-node runs bind to loopback unless told otherwise.
+  // Single-node runs bind to loopback unless --bind or the config names another address.
   const bind = values.bind ?? config.coordinator.host;
   const advertise = values.advertise ?? bind;
   return {

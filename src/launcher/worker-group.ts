@@ -57,15 +57,7 @@ type CoordinatorNotice =
  */
 export async function runAttempt(plan: AttemptPlan): Promise<AttemptOutcome> {
   const { options, logger } = plan;
-  const baseEnvironment = {
-    ...process.env,
-    RINGTRAIN_RUN_ID: options.runId,
-    RINGTRAIN_RUN_DIR: plan.runDir,
-    RINGTRAIN_CONFIG_FILE: plan.configFile,
-    RINGTRAIN_RESTART_COUNT: String(plan.attempt),
-    RINGTRAIN_RESUME_FILE: plan.resumeFile ?? '',
-    RINGTRAIN_LOG_TO: options.logTo ?? '',
-  };
+  const baseEnvironment = attemptEnvironment(plan);
 
   const children = new Set<ChildProcess>();
   const coordinator = fork(coordinatorEntry, [], {
@@ -130,6 +122,19 @@ export async function runAttempt(plan: AttemptPlan): Promise<AttemptOutcome> {
   return { kind: 'failed', reason: failure ?? `the coordinator exited with code ${exitCode}` };
 }
 
+/** Returns the environment every process of one attempt starts with. */
+function attemptEnvironment(plan: AttemptPlan): NodeJS.ProcessEnv {
+  return {
+    ...process.env,
+    RINGTRAIN_RUN_ID: plan.options.runId,
+    RINGTRAIN_RUN_DIR: plan.runDir,
+    RINGTRAIN_CONFIG_FILE: plan.configFile,
+    RINGTRAIN_RESTART_COUNT: String(plan.attempt),
+    RINGTRAIN_RESUME_FILE: plan.resumeFile ?? '',
+    RINGTRAIN_LOG_TO: plan.options.logTo ?? '',
+  };
+}
+
 /**
  * Starts this node's workers. `onAbnormalExit` hears of every worker that exits with a non-zero code or a
  * signal, after the exit is logged.
@@ -180,14 +185,7 @@ function spawnWorkers(
 export async function runRemoteAttempt(plan: AttemptPlan): Promise<AttemptOutcome> {
   const { options } = plan;
   const coordinator = options.coordinator as { host: string; port: number };
-  const baseEnvironment = {
-    ...process.env,
-    RINGTRAIN_RUN_ID: options.runId,
-    RINGTRAIN_RUN_DIR: plan.runDir,
-    RINGTRAIN_CONFIG_FILE: plan.configFile,
-    RINGTRAIN_RESTART_COUNT: String(plan.attempt),
-    RINGTRAIN_RESUME_FILE: plan.resumeFile ?? '',
-  };
+  const baseEnvironment = attemptEnvironment(plan);
   const children = new Set<ChildProcess>();
   const failures: string[] = [];
   plan.stop.onSignal = () => {
