@@ -10,8 +10,8 @@ export interface ProgressUpdate {
 
 /**
  * Training progress on the terminal: a progress bar with step, loss, samples per second and ETA when stdout is a
- * TTY (log lines are printed above it), and nothing extra otherwise, since the periodic progress log line then
- * carries the same figures.
+ * TTY (log lines are printed above it). Without a TTY it shows nothing extra, because the periodic progress log
+ * line carries the same figures.
  */
 export class ProgressDisplay {
   private readonly bars: cliProgress.MultiBar | null;

@@ -45,8 +45,8 @@ export function plannedSteps(config: RunConfig, trainSize: number): number {
 
 /**
  * Drives training after rendezvous: sends every rank its shard of each global batch, checks that parameter
- * checksums agree, records per-step metrics, asks rank 0 for checkpoints, then runs the data-parallel evaluation
- * and asks rank 0 to save the final weights. Every wait goes through the hub, so a failed worker ends the run
+ * checksums agree, records per-step metrics and requests checkpoints from rank 0. It then runs the
+ * data-parallel evaluation and requests the final weights from rank 0. Every wait goes through the hub, so a failed worker ends the run
  * instead of hanging it. When `stopRequested()` turns true, the run checkpoints at the next step boundary and
  * returns without evaluating.
  */

@@ -186,7 +186,7 @@ export class WorkerHub {
   }
 
   /**
-   * Closes every connection and the server. A worker that does not answer the close handshake within
+   * Closes every connection and the server. A worker that does not complete the close handshake within
    * `graceMs` (a hung process) is terminated, instead of waiting for the 30 s close timeout of ws.
    */
   async close(graceMs = 1000): Promise<void> {
@@ -250,7 +250,7 @@ export class WorkerHub {
       connection.reportedFailure = message.code;
       const where = message.step === null ? '' : ` at step ${message.step}`;
       const error = new RingtrainError('RINGTRAIN_ERR_WORKER_FAILED', `${describeWorker(connection)} failed${where}: ${message.message} [${message.code}]`);
-      // A rank whose ring neighbour vanished reports only the symptom; the neighbour's own exit or error names
+      // A rank whose ring neighbour vanished reports only the symptom. The neighbour's own exit or error names
       // the cause and usually arrives within milliseconds, so it gets a short head start.
       if (SECONDARY_FAILURE_CODES.has(message.code)) {
         setTimeout(() => this.fail(error), CLOSE_REPORT_DELAY_MS).unref();

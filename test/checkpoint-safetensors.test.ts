@@ -1,12 +1,11 @@
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import test from 'ava';
-import type { ExecutionContext } from 'ava';
 
 import { hasCode } from '../src/errors.js';
 import type { ParameterSpec } from '../src/models/model.js';
 import { readSafetensors, writeSafetensors } from '../src/checkpoint/safetensors.js';
+import { rejection, temporaryDirectory } from './helpers/files.js';
 
 // Names that look like integers, which JSON.parse moves to the front of an object, test that order comes from offsets.
 const specs: ParameterSpec[] = [
@@ -25,21 +24,6 @@ function makeParameters(): Float32Array {
   return values;
 }
 
-async function temporaryDirectory(t: ExecutionContext): Promise<string> {
-  const directory = await mkdtemp(join(tmpdir(), 'ringtrain-safetensors-'));
-  t.teardown(() => rm(directory, { recursive: true, force: true }));
-  return directory;
-}
-
-async function rejection(promise: Promise<unknown>): Promise<Error | null> {
-  try {
-    await promise;
-    return null;
-  } catch (error) {
-    return error as Error;
-  }
-}
-
 /** Builds a safetensors file by hand from a header object and data bytes. */
 function safetensorsBytes(header: object, data: Uint8Array): Buffer {
   const json = Buffer.from(JSON.stringify(header), 'utf8');
@@ -49,7 +33,7 @@ function safetensorsBytes(header: object, data: Uint8Array): Buffer {
 }
 
 test('safetensors round trip is bit-exact', async (t) => {
-  const directory = await temporaryDirectory(t);
+  const directory = await temporaryDirectory(t, 'ringtrain-safetensors-');
   const path = join(directory, 'weights.safetensors');
   const parameters = makeParameters();
   await writeSafetensors(path, specs, parameters, { runId: 'run-1' });
@@ -68,7 +52,7 @@ test('safetensors round trip is bit-exact', async (t) => {
 });
 
 test('safetensors truncation is rejected', async (t) => {
-  const directory = await temporaryDirectory(t);
+  const directory = await temporaryDirectory(t, 'ringtrain-safetensors-');
   const path = join(directory, 'weights.safetensors');
   await writeSafetensors(path, specs, makeParameters());
   const bytes = await readFile(path);
@@ -81,7 +65,7 @@ test('safetensors truncation is rejected', async (t) => {
 });
 
 test('safetensors other dtype is rejected', async (t) => {
-  const directory = await temporaryDirectory(t);
+  const directory = await temporaryDirectory(t, 'ringtrain-safetensors-');
   const path = join(directory, 'half.safetensors');
   await writeFile(path, safetensorsBytes({ w: { dtype: 'F16', shape: [2], data_offsets: [0, 4] } }, new Uint8Array(4)));
   const error = await rejection(readSafetensors(path));
@@ -89,7 +73,7 @@ test('safetensors other dtype is rejected', async (t) => {
 });
 
 test('safetensors gap is rejected', async (t) => {
-  const directory = await temporaryDirectory(t);
+  const directory = await temporaryDirectory(t, 'ringtrain-safetensors-');
   const path = join(directory, 'gap.safetensors');
   const header = {
     a: { dtype: 'F32', shape: [1], data_offsets: [0, 4] },
@@ -101,7 +85,7 @@ test('safetensors gap is rejected', async (t) => {
 });
 
 test('safetensors wrong byte count is rejected', async (t) => {
-  const directory = await temporaryDirectory(t);
+  const directory = await temporaryDirectory(t, 'ringtrain-safetensors-');
   const path = join(directory, 'short.safetensors');
   await writeFile(path, safetensorsBytes({ w: { dtype: 'F32', shape: [2, 2], data_offsets: [0, 12] } }, new Uint8Array(12)));
   const error = await rejection(readSafetensors(path));

@@ -1,11 +1,9 @@
 import { spawn } from 'node:child_process';
-import { access, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { access, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import test from 'ava';
-import type { ExecutionContext } from 'ava';
 import pino from 'pino';
 
 import { hasCode } from '../src/errors.js';
@@ -13,6 +11,7 @@ import type { Checkpoint } from '../src/checkpoint/checkpoint.js';
 import { fingerprintValues } from '../src/checkpoint/config-hash.js';
 import { encodeCheckpoint } from '../src/checkpoint/format.js';
 import { listCheckpoints, readCheckpoint, resolveCheckpoint, writeCheckpoint } from '../src/checkpoint/store.js';
+import { rejection, temporaryDirectory } from './helpers/files.js';
 
 const storeModule = fileURLToPath(new URL('../src/checkpoint/store.js', import.meta.url));
 
@@ -29,21 +28,6 @@ function makeCheckpoint(step: number, count = 4): Checkpoint {
     config: fingerprintValues({ task: 'test', seed: 7, model: {}, data: {}, optimizer: {}, train: {} }),
     metadata: {},
   };
-}
-
-async function temporaryDirectory(t: ExecutionContext): Promise<string> {
-  const directory = await mkdtemp(join(tmpdir(), 'ringtrain-checkpoint-store-'));
-  t.teardown(() => rm(directory, { recursive: true, force: true }));
-  return directory;
-}
-
-async function rejection(promise: Promise<unknown>): Promise<Error | null> {
-  try {
-    await promise;
-    return null;
-  } catch (error) {
-    return error as Error;
-  }
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -63,7 +47,7 @@ function capturingLogger(): { logger: pino.Logger; lines: Array<Record<string, u
 }
 
 test('keep prunes older checkpoints', async (t) => {
-  const directory = await temporaryDirectory(t);
+  const directory = await temporaryDirectory(t, 'ringtrain-checkpoint-store-');
   let removedByLast: string[] = [];
   for (let step = 1; step <= 6; step++) {
     removedByLast = (await writeCheckpoint(directory, makeCheckpoint(step), { keep: 3 })).removed;
@@ -74,7 +58,7 @@ test('keep prunes older checkpoints', async (t) => {
 });
 
 test('keep of one leaves one file', async (t) => {
-  const directory = await temporaryDirectory(t);
+  const directory = await temporaryDirectory(t, 'ringtrain-checkpoint-store-');
   for (const step of [10, 20, 30]) {
     await writeCheckpoint(directory, makeCheckpoint(step), { keep: 1 });
   }
@@ -82,7 +66,7 @@ test('keep of one leaves one file', async (t) => {
 });
 
 test('latest pointer follows each write', async (t) => {
-  const runDirectory = await temporaryDirectory(t);
+  const runDirectory = await temporaryDirectory(t, 'ringtrain-checkpoint-store-');
   const directory = join(runDirectory, 'checkpoints');
   for (const step of [5, 10, 15]) {
     const { path } = await writeCheckpoint(directory, makeCheckpoint(step), { keep: 2 });
@@ -93,7 +77,7 @@ test('latest pointer follows each write', async (t) => {
 });
 
 test('resolve accepts three path kinds', async (t) => {
-  const runDirectory = await temporaryDirectory(t);
+  const runDirectory = await temporaryDirectory(t, 'ringtrain-checkpoint-store-');
   const directory = join(runDirectory, 'checkpoints');
   const { path } = await writeCheckpoint(directory, makeCheckpoint(8), { keep: 2 });
   t.is(await resolveCheckpoint(runDirectory), path, 'run directory');
@@ -102,7 +86,7 @@ test('resolve accepts three path kinds', async (t) => {
 });
 
 test('resolve without pointer names newest file', async (t) => {
-  const runDirectory = await temporaryDirectory(t);
+  const runDirectory = await temporaryDirectory(t, 'ringtrain-checkpoint-store-');
   const directory = join(runDirectory, 'checkpoints');
   await mkdir(directory);
   // The state a crash leaves between renaming the very first checkpoint and writing the pointer.
@@ -116,20 +100,20 @@ test('resolve without pointer names newest file', async (t) => {
 });
 
 test('resolve of empty run fails', async (t) => {
-  const runDirectory = await temporaryDirectory(t);
+  const runDirectory = await temporaryDirectory(t, 'ringtrain-checkpoint-store-');
   const error = await rejection(resolveCheckpoint(runDirectory));
   t.is(error?.message, `checkpoint ${runDirectory} has no checkpoints/latest pointer: no checkpoint was written there`);
 });
 
 test('resolve of missing path fails', async (t) => {
-  const runDirectory = await temporaryDirectory(t);
+  const runDirectory = await temporaryDirectory(t, 'ringtrain-checkpoint-store-');
   const missing = join(runDirectory, 'nothing-here');
   const error = await rejection(resolveCheckpoint(missing));
   t.is(error?.message, `checkpoint ${missing} does not exist; pass a run directory or a .ckpt file`);
 });
 
 test('pointer to deleted file fails', async (t) => {
-  const directory = await temporaryDirectory(t);
+  const directory = await temporaryDirectory(t, 'ringtrain-checkpoint-store-');
   const { path } = await writeCheckpoint(directory, makeCheckpoint(40), { keep: 2 });
   await rm(path);
   const error = await rejection(resolveCheckpoint(directory));
@@ -141,7 +125,7 @@ test('pointer to deleted file fails', async (t) => {
 });
 
 test('pointer with other content fails', async (t) => {
-  const directory = await temporaryDirectory(t);
+  const directory = await temporaryDirectory(t, 'ringtrain-checkpoint-store-');
   await writeCheckpoint(directory, makeCheckpoint(40), { keep: 2 });
   await writeFile(join(directory, 'latest'), '../../etc/passwd\n');
   const error = await rejection(resolveCheckpoint(directory));
@@ -150,7 +134,7 @@ test('pointer with other content fails', async (t) => {
 });
 
 test('crash before rename keeps previous', async (t) => {
-  const directory = await temporaryDirectory(t);
+  const directory = await temporaryDirectory(t, 'ringtrain-checkpoint-store-');
   const { path: previous } = await writeCheckpoint(directory, makeCheckpoint(10), { keep: 3 });
   // What a writer killed while writing step 20 leaves: half a file under its temporary name, no rename.
   const partial = Buffer.concat(encodeCheckpoint(makeCheckpoint(20)));
@@ -168,7 +152,7 @@ test('crash before rename keeps previous', async (t) => {
 });
 
 test('crash before pointer keeps previous', async (t) => {
-  const directory = await temporaryDirectory(t);
+  const directory = await temporaryDirectory(t, 'ringtrain-checkpoint-store-');
   const { path: previous } = await writeCheckpoint(directory, makeCheckpoint(10), { keep: 3 });
   // What a writer killed after renaming step 20 but before updating the pointer leaves.
   await writeFile(join(directory, 'step-000020.ckpt'), Buffer.concat(encodeCheckpoint(makeCheckpoint(20))));
@@ -186,7 +170,7 @@ test('crash before pointer keeps previous', async (t) => {
 test('killed writer leaves readable latest', async (t) => {
   // SIGKILL at three points of a stream of writes. This tests process crashes; the page cache survives them,
   // so it cannot show what a power loss would do to the fsync ordering.
-  const root = await temporaryDirectory(t);
+  const root = await temporaryDirectory(t, 'ringtrain-checkpoint-store-');
   const count = 1_000_000; // 4 MB per tensor, 12 MB per file, so a kill often lands inside a write
   for (const delayMs of [0, 60, 250]) {
     const directory = join(root, `kill-after-${delayMs}ms`);

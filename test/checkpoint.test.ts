@@ -1,9 +1,7 @@
 import { createHash } from 'node:crypto';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import test from 'ava';
-import type { ExecutionContext } from 'ava';
 
 import { defaultConfig } from '../src/config/defaults.js';
 import { hasCode } from '../src/errors.js';
@@ -12,6 +10,7 @@ import { samplerPositionAfterStep, type Checkpoint } from '../src/checkpoint/che
 import { hashConfig } from '../src/checkpoint/config-hash.js';
 import { DIGEST_BYTES, encodeCheckpoint, PREFIX_BYTES } from '../src/checkpoint/format.js';
 import { readCheckpoint, writeCheckpoint } from '../src/checkpoint/store.js';
+import { rejection, temporaryDirectory } from './helpers/files.js';
 
 // 15 + 3 + 1 (a scalar) = 19 elements per tensor.
 const specs: ParameterSpec[] = [
@@ -58,24 +57,8 @@ function encode(checkpoint: Checkpoint): Buffer {
   return Buffer.concat(encodeCheckpoint(checkpoint));
 }
 
-async function temporaryDirectory(t: ExecutionContext): Promise<string> {
-  const directory = await mkdtemp(join(tmpdir(), 'ringtrain-checkpoint-'));
-  t.teardown(() => rm(directory, { recursive: true, force: true }));
-  return directory;
-}
-
-/** Returns the error that `promise` rejects with, or null when it resolves. */
-async function rejection(promise: Promise<unknown>): Promise<Error | null> {
-  try {
-    await promise;
-    return null;
-  } catch (error) {
-    return error as Error;
-  }
-}
-
 test('round trip is bit-exact', async (t) => {
-  const directory = await temporaryDirectory(t);
+  const directory = await temporaryDirectory(t, 'ringtrain-checkpoint-');
   const original = makeCheckpoint(42);
   const { path } = await writeCheckpoint(directory, original, { keep: 2 });
   const loaded = await readCheckpoint(path);
@@ -95,7 +78,7 @@ test('round trip is bit-exact', async (t) => {
 });
 
 test('round trip keeps empty model', async (t) => {
-  const directory = await temporaryDirectory(t);
+  const directory = await temporaryDirectory(t, 'ringtrain-checkpoint-');
   const empty: Checkpoint = {
     ...makeCheckpoint(0),
     specs: [],
@@ -124,7 +107,7 @@ test('file layout matches documented prefix', async (t) => {
 });
 
 test('truncated files are rejected', async (t) => {
-  const directory = await temporaryDirectory(t);
+  const directory = await temporaryDirectory(t, 'ringtrain-checkpoint-');
   const bytes = encode(makeCheckpoint(5));
   const path = join(directory, 'step-000005.ckpt');
   const lengths = [0, 7, 23, PREFIX_BYTES, PREFIX_BYTES + DIGEST_BYTES - 1, PREFIX_BYTES + DIGEST_BYTES, 100, bytes.length >> 1, bytes.length - DIGEST_BYTES, bytes.length - 1];
@@ -139,7 +122,7 @@ test('truncated files are rejected', async (t) => {
 });
 
 test('truncation message gives both sizes', async (t) => {
-  const directory = await temporaryDirectory(t);
+  const directory = await temporaryDirectory(t, 'ringtrain-checkpoint-');
   const bytes = encode(makeCheckpoint(5));
   const path = join(directory, 'step-000005.ckpt');
   await writeFile(path, bytes.subarray(0, 200));
@@ -148,7 +131,7 @@ test('truncation message gives both sizes', async (t) => {
 });
 
 test('appended bytes are rejected', async (t) => {
-  const directory = await temporaryDirectory(t);
+  const directory = await temporaryDirectory(t, 'ringtrain-checkpoint-');
   const path = join(directory, 'step-000005.ckpt');
   await writeFile(path, Buffer.concat([encode(makeCheckpoint(5)), Buffer.from([0])]));
   const error = await rejection(readCheckpoint(path));
@@ -157,7 +140,7 @@ test('appended bytes are rejected', async (t) => {
 });
 
 test('flipped bit anywhere is rejected', async (t) => {
-  const directory = await temporaryDirectory(t);
+  const directory = await temporaryDirectory(t, 'ringtrain-checkpoint-');
   const bytes = encode(makeCheckpoint(9));
   const path = join(directory, 'step-000009.ckpt');
   const accepted: number[] = [];
@@ -177,7 +160,7 @@ test('flipped bit anywhere is rejected', async (t) => {
 });
 
 test('flipped data byte reports checksum', async (t) => {
-  const directory = await temporaryDirectory(t);
+  const directory = await temporaryDirectory(t, 'ringtrain-checkpoint-');
   const bytes = encode(makeCheckpoint(9));
   const path = join(directory, 'step-000009.ckpt');
   bytes[bytes.length - DIGEST_BYTES - 10] = (bytes[bytes.length - DIGEST_BYTES - 10] as number) ^ 0xff;
@@ -187,7 +170,7 @@ test('flipped data byte reports checksum', async (t) => {
 });
 
 test('unknown version is rejected', async (t) => {
-  const directory = await temporaryDirectory(t);
+  const directory = await temporaryDirectory(t, 'ringtrain-checkpoint-');
   const bytes = encode(makeCheckpoint(9));
   const path = join(directory, 'step-000009.ckpt');
   // A well-formed file of a future version: new version number and a checksum that matches it.
@@ -200,7 +183,7 @@ test('unknown version is rejected', async (t) => {
 });
 
 test('small foreign file is rejected', async (t) => {
-  const directory = await temporaryDirectory(t);
+  const directory = await temporaryDirectory(t, 'ringtrain-checkpoint-');
   const path = join(directory, 'notes.ckpt');
   await writeFile(path, 'hello\n');
   const error = await rejection(readCheckpoint(path));
@@ -208,7 +191,7 @@ test('small foreign file is rejected', async (t) => {
 });
 
 test('foreign file is rejected by magic', async (t) => {
-  const directory = await temporaryDirectory(t);
+  const directory = await temporaryDirectory(t, 'ringtrain-checkpoint-');
   const path = join(directory, 'weights.ckpt');
   await writeFile(path, Buffer.alloc(4096, 0x41));
   const error = await rejection(readCheckpoint(path));
@@ -217,7 +200,7 @@ test('foreign file is rejected by magic', async (t) => {
 });
 
 test('invalid header with valid checksum', async (t) => {
-  const directory = await temporaryDirectory(t);
+  const directory = await temporaryDirectory(t, 'ringtrain-checkpoint-');
   const bytes = encode(makeCheckpoint(9));
   const path = join(directory, 'step-000009.ckpt');
   // Rewrites "worldSize":2 as "worldSize":0 (same length) and recomputes the checksum, as a foreign writer would.
@@ -233,21 +216,21 @@ test('invalid header with valid checksum', async (t) => {
 });
 
 test('missing file is rejected', async (t) => {
-  const directory = await temporaryDirectory(t);
+  const directory = await temporaryDirectory(t, 'ringtrain-checkpoint-');
   const path = join(directory, 'step-000001.ckpt');
   const error = await rejection(readCheckpoint(path));
   t.is(error?.message, `checkpoint ${path} does not exist; pass an existing .ckpt file`);
 });
 
 test('directory passed as file is rejected', async (t) => {
-  const directory = await temporaryDirectory(t);
+  const directory = await temporaryDirectory(t, 'ringtrain-checkpoint-');
   const error = await rejection(readCheckpoint(directory));
   t.true(hasCode(error, 'RINGTRAIN_ERR_CHECKPOINT'));
   t.regex(error?.message ?? '', /is not a file/);
 });
 
 test('writer rejects wrong moment length', async (t) => {
-  const directory = await temporaryDirectory(t);
+  const directory = await temporaryDirectory(t, 'ringtrain-checkpoint-');
   const broken = makeCheckpoint(3);
   broken.optimizer = { ...broken.optimizer, secondMoment: new Float32Array(18) };
   const error = await rejection(writeCheckpoint(directory, broken, { keep: 1 }));
@@ -256,13 +239,13 @@ test('writer rejects wrong moment length', async (t) => {
 });
 
 test('writer rejects invalid keep', async (t) => {
-  const directory = await temporaryDirectory(t);
+  const directory = await temporaryDirectory(t, 'ringtrain-checkpoint-');
   const error = await rejection(writeCheckpoint(directory, makeCheckpoint(3), { keep: 0 }));
   t.is(error?.message, 'checkpoint keep must be an integer of at least 1 (got 0)');
 });
 
 test('writer leaves no temporary file', async (t) => {
-  const directory = await temporaryDirectory(t);
+  const directory = await temporaryDirectory(t, 'ringtrain-checkpoint-');
   await writeCheckpoint(directory, makeCheckpoint(3), { keep: 1 });
   t.deepEqual((await readdir(directory)).sort(), ['latest', 'step-000003.ckpt']);
   t.is(await readFile(join(directory, 'latest'), 'utf8'), 'step-000003.ckpt\n');

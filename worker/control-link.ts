@@ -14,7 +14,7 @@ const RETRY_DELAY_MS = 200;
 
 /**
  * A worker's WebSocket connection to the coordinator. Incoming messages are queued and read in order with
- * `next()`; `shutdown` messages also go to `onShutdown` at once, so a worker stuck in a step still obeys them.
+ * `next()`. `shutdown` messages also go to `onShutdown` at once, so a worker stuck in a step still obeys them.
  */
 export class ControlLink {
   private readonly queue: CoordinatorMessage[] = [];

@@ -190,8 +190,8 @@ export class DataParallelTrainer<Batch> {
 
   private writeParameters(): void {
     // The cpu backend keeps the array it is given, so it needs a copy that the optimizer will not update in
-    // place. The wasm and native backends copy into their own memory at once; a copy here would only cost time
-    // (about 6 ms for 2 M parameters).
+    // place. The wasm and native backends copy into their own memory at once, so a copy here would only cost
+    // time (about 6 ms for 2 M parameters).
     const backendKeepsArray = tf.getBackend() === 'cpu';
     let offset = 0;
     this.model.variables.forEach((variable) => {

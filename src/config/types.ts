@@ -3,7 +3,7 @@
  * Every process of a run receives the same resolved config from the launcher.
  */
 
-/** Which tfjs backend to load; `auto` tries tensorflow (native), then wasm, then cpu. */
+/** Name of the tfjs backend to load. `auto` tries tensorflow (native), then wasm, then cpu. */
 export type BackendName = 'auto' | 'tensorflow' | 'wasm' | 'cpu';
 
 export interface DataConfig {
@@ -47,7 +47,7 @@ export interface TrainConfig {
   checksumEvery: number;
   /** Log a progress line every this many steps. */
   logEvery: number;
-  /** What to do when the reduced loss or gradient is NaN or infinite: skip the update on every rank, or stop. */
+  /** Policy for a NaN or infinite reduced loss or gradient: skip the update on every rank, or stop. */
   nonFinite: NonFinitePolicy;
 }
 

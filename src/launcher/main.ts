@@ -2,7 +2,7 @@
  * `npm run launch -- [flags]`: resolves the config, creates the run directory, starts the coordinator and one
  * worker process per device, watches them and exits with the run's status. `--help` lists the flags.
  *
- * Each worker sees, like torchrun's workers: RANK, LOCAL_RANK, WORLD_SIZE (single node: RANK = LOCAL_RANK),
+ * Each worker gets, like torchrun's workers: RANK, LOCAL_RANK, WORLD_SIZE (single node: RANK = LOCAL_RANK),
  * RINGTRAIN_RESTART_COUNT (0 in the first attempt), plus the RINGTRAIN_* variables documented in worker/main.ts.
  *
  * Exit codes: 0 the run finished, 1 it failed (after any restarts), 2 invalid flags or config, 130 it was

@@ -5,8 +5,8 @@ const DEFAULT_BUFFER_LINES = 10_000;
 
 /**
  * A pino destination that forwards every line through a link (a worker's control connection to the
- * coordinator). Lines written before the link is attached, or after it is gone, wait in a bounded buffer;
- * `flushTo` writes whatever is left somewhere else, such as stderr at exit.
+ * coordinator). Lines written before the link is attached, or after it is gone, wait in a bounded buffer,
+ * and `flushTo` writes whatever is left somewhere else, such as stderr at exit.
  */
 export class LinkDestination implements LineDestination {
   private send: ((line: string) => void) | null = null;

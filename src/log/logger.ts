@@ -6,7 +6,7 @@ export interface LineDestination {
 }
 
 /**
- * Fields every log line of a run carries. `rank` is null for the launcher and the coordinator; a worker leaves it
+ * Fields every log line of a run carries. `rank` is null for the launcher and the coordinator. A worker leaves it
  * out here and binds it with `child({ rank })` once rendezvous assigns one, so no line carries the key twice.
  */
 export interface LogBindings {

@@ -1,11 +1,11 @@
 import type { Model } from '../models/model.js';
 
-/** Which part of the data an index refers to. */
+/** Part of the data that an example index refers to. */
 export type Split = 'train' | 'eval';
 
 /**
  * A trainable job: a dataset with a train and an evaluation split, and the model that learns it.
- * Every rank builds the same task from the same config and seed; the coordinator only sees its sizes.
+ * Every rank builds the same task from the same config and seed; the coordinator receives only its sizes.
  */
 export interface Task<Batch> {
   readonly name: string;
