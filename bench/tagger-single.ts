@@ -18,8 +18,10 @@ import pino from 'pino';
 import type { RunConfig } from '../src/config/types.js';
 import { batchesPerEpoch, planEpoch, splitRange } from '../src/data/batch-plan.js';
 import { classificationReport, formatReport } from '../src/metrics/classification.js';
-import { createBrownPosTask } from '../src/tasks/brown-pos.js';
+import { loadLocalTask } from '../src/tasks/build.js';
 import { DataParallelTrainer } from '../worker/trainer.js';
+import type { Task, Split } from '../src/tasks/task.js';
+import type { TaggerBatch } from '../src/models/tagger-batch.js';
 
 const started = performance.now();
 const elapsedSeconds = () => (performance.now() - started) / 1000;
@@ -80,14 +82,19 @@ if (!(maxSeconds >= 0)) {
 await tf.setBackend(values.backend);
 await tf.ready();
 const logger = pino({ level: 'warn' });
-const task = await createBrownPosTask(config, logger);
+const local = await loadLocalTask(config);
+const task = local.task as Task<TaggerBatch>;
+const makeBatch = (split: Split, indices: readonly number[]) => local.makeBatch(split, indices) as TaggerBatch;
+const trainSize = task.info.trainSize;
+const evalSize = task.info.evalSize;
+const trainLengths = task.info.trainLengths as Uint16Array;
 const trainer = new DataParallelTrainer(task, config, logger);
 
-const perEpoch = batchesPerEpoch(task.trainSize, config.train.globalBatchSize);
+const perEpoch = batchesPerEpoch(trainSize, config.train.globalBatchSize, 'drop');
 const totalSteps =
   config.train.maxSteps > 0 ? Math.min(config.train.maxSteps, perEpoch * config.train.epochs) : perEpoch * config.train.epochs;
 trainer.startSchedule(totalSteps);
-const evalIndices = splitRange(task.evalSize, 1)[0];
+const evalIndices = splitRange(evalSize, 1)[0] as number[];
 
 console.log(
   JSON.stringify({
@@ -97,7 +104,7 @@ console.log(
     train: { globalBatchSize: config.train.globalBatchSize, epochs: config.train.epochs, totalSteps },
     optimizer: config.optimizer,
     parameters: trainer.parameterCount,
-    trainSentences: task.trainSize,
+    trainSentences: trainSize,
     startupSeconds: Number(elapsedSeconds().toFixed(1)),
   }),
 );
@@ -105,8 +112,8 @@ console.log(
 /** Returns held-out token accuracy on words outside the vocabulary (word id 1) and on all other words. */
 function accuracyByVocabulary(): { unknownShare: number; unknownAccuracy: number; knownAccuracy: number } {
   const counts = { unknown: 0, unknownCorrect: 0, known: 0, knownCorrect: 0 };
-  for (let start = 0; start < task.evalSize; start += 64) {
-    const batch = task.makeBatch('eval', evalIndices.slice(start, start + 64));
+  for (let start = 0; start < evalSize; start += 64) {
+    const batch = makeBatch('eval', evalIndices.slice(start, start + 64));
     const predicted = task.model.predict(batch);
     for (let i = 0; i < predicted.length; i++) {
       if (batch.labels[i] < 0) {
@@ -132,7 +139,7 @@ function accuracyByVocabulary(): { unknownShare: number; unknownAccuracy: number
 /** Evaluates on the whole held-out split and prints accuracy, evaluation time and elapsed wall time. */
 async function evaluate(step: number, final: boolean): Promise<void> {
   const evalStarted = performance.now();
-  const confusion = await trainer.evaluate(evalIndices);
+  const { confusion } = await trainer.evaluate(evalIndices, async (chunk) => makeBatch('eval', chunk));
   const report = classificationReport(confusion, task.classNames);
   console.log(
     JSON.stringify({
@@ -154,13 +161,13 @@ const identity = async (): Promise<void> => {};
 let step = 0;
 let interval = { steps: 0, tokens: 0, ms: 0, computeMs: 0, optimizerMs: 0, loss: 0 };
 training: for (let epoch = 0; step < totalSteps; epoch++) {
-  for (const batch of planEpoch(task.trainLengths, config.train.globalBatchSize, config.seed, epoch)) {
+  for (const batch of planEpoch({ size: trainSize, lengths: trainLengths, globalBatchSize: config.train.globalBatchSize, seed: config.seed, epoch, lastBatch: 'drop' })) {
     if (step >= totalSteps || (maxSeconds > 0 && elapsedSeconds() > maxSeconds)) {
       break training;
     }
     step++;
     const stepStarted = performance.now();
-    const result = await trainer.step(batch, identity);
+    const result = await trainer.step(makeBatch('train', batch), identity, { isRoot: true, dataWaitMs: 0 });
     interval.steps++;
     interval.tokens += result.globalCount;
     interval.ms += performance.now() - stepStarted;

@@ -24,7 +24,7 @@ interface StepRecord {
   samples: number;
   tokens: number;
   stepMs: number;
-  timings: { batchMs: number; computeMs: number; allReduceMs: number; optimizerMs: number }[];
+  timings: { dataWaitMs: number; computeMs: number; allReduceMs: number; optimizerMs: number }[];
 }
 
 /** Median phase times of one run, in milliseconds per step. */
@@ -33,7 +33,7 @@ interface RunProfile {
   globalBatchSize: number;
   steps: number;
   stepMs: number;
-  batchMs: number;
+  dataWaitMs: number;
   computeMs: number;
   transferMs: number;
   peerWaitMs: number;
@@ -140,7 +140,7 @@ async function profileRun(workers: number, steps: number, perWorkerBatch: number
     const peerWait = (record: StepRecord): number => median(record.timings.map((t) => t.allReduceMs)) - transfer(record);
 
     const stepMs = perStep((record) => record.stepMs);
-    const batchMs = perStep((record) => slowest(record, 'batchMs'));
+    const dataWaitMs = perStep((record) => slowest(record, 'dataWaitMs'));
     const computeMs = perStep((record) => slowest(record, 'computeMs'));
     const transferMs = perStep(transfer);
     const peerWaitMs = perStep(peerWait);
@@ -155,12 +155,12 @@ async function profileRun(workers: number, steps: number, perWorkerBatch: number
       globalBatchSize: perWorkerBatch * workers,
       steps: records.length,
       stepMs,
-      batchMs,
+      dataWaitMs,
       computeMs,
       transferMs,
       peerWaitMs,
       optimizerMs,
-      coordinationMs: Math.max(0, stepMs - batchMs - computeMs - transferMs - peerWaitMs - optimizerMs),
+      coordinationMs: Math.max(0, stepMs - dataWaitMs - computeMs - transferMs - peerWaitMs - optimizerMs),
       samplesPerSecond: (samples * 1000) / stepMs,
       tokensPerStep,
       modelGflopPerStep: flops / 1e9,
@@ -204,7 +204,7 @@ async function main(): Promise<void> {
     ['workers', (p) => String(p.workers)],
     ['batch', (p) => String(p.globalBatchSize)],
     ['step ms', (p) => p.stepMs.toFixed(1)],
-    ['data ms', (p) => p.batchMs.toFixed(1)],
+    ['data ms', (p) => p.dataWaitMs.toFixed(1)],
     ['fwd+bwd+flatten ms', (p) => p.computeMs.toFixed(1)],
     ['all-reduce ms', (p) => p.transferMs.toFixed(1)],
     ['peer wait ms', (p) => p.peerWaitMs.toFixed(1)],

@@ -84,7 +84,7 @@ async function main(): Promise<number> {
     hub.monitorHeartbeats(config.health.heartbeatTimeoutMs);
     const trainSize = (workers[0] as (typeof workers)[number]).join.trainSize;
     const totalSteps = plannedSteps(config, trainSize);
-    const startStep = resumeFile === '' ? 0 : await resumeStep(resumeFile, (size) => batchesPerEpoch(size, config.train.globalBatchSize), trainSize);
+    const startStep = resumeFile === '' ? 0 : await resumeStep(resumeFile, (size) => batchesPerEpoch(size, config.train.globalBatchSize, config.data.lastBatch), trainSize);
     welcomeMessages(workers, totalSteps).forEach((welcome) => hub.send(welcome.rank, welcome));
     await hub.collect('ready');
     logger.info({ worldSize: workers.length }, 'all ring links connected');

@@ -136,14 +136,46 @@ const agreedFields: { field: keyof JoinMessage; meaning: string }[] = [
   { field: 'evalSize', meaning: 'the ranks loaded different evaluation data' },
   { field: 'parameterCount', meaning: 'the ranks built models of different sizes' },
   { field: 'parameterLayoutHash', meaning: 'the ranks built models whose parameter names, shapes or order differ' },
-  { field: 'initialChecksum', meaning: 'the ranks initialised parameters differently; check that the seed and config are the same' },
 ];
+
+/**
+ * Returns the first difference between two parameter lists (name, shape or position), or null when they are
+ * equal. Initial values may differ: rank 0's are copied to every rank before the first step.
+ */
+export function firstSpecDifference(
+  reference: readonly { name: string; shape: number[] }[],
+  other: readonly { name: string; shape: number[] }[],
+  rank: number,
+): string | null {
+  const length = Math.max(reference.length, other.length);
+  for (let index = 0; index < length; index++) {
+    const expected = reference[index];
+    const actual = other[index];
+    if (expected === undefined || actual === undefined) {
+      const missing = expected === undefined ? `rank 0 has no parameter ${index}` : `rank ${rank} has no parameter ${index}`;
+      const present = expected ?? actual;
+      return `parameter ${index}: ${missing}, the other has '${present?.name}' [${present?.shape.join(', ')}] (rank 0 has ${reference.length} parameters, rank ${rank} has ${other.length})`;
+    }
+    if (expected.name !== actual.name || expected.shape.join(',') !== actual.shape.join(',')) {
+      return `parameter ${index}: rank 0 has '${expected.name}' [${expected.shape.join(', ')}], rank ${rank} has '${actual.name}' [${actual.shape.join(', ')}]`;
+    }
+  }
+  return null;
+}
 
 /** Raises RINGTRAIN_ERR_PARAMETER_MISMATCH naming both ranks and values when a worker disagrees with rank 0. */
 export function checkAgreement(ordered: readonly WorkerConnection[]): void {
   const reference = ordered[0];
   if (reference === undefined) return;
   for (const connection of ordered.slice(1)) {
+    const difference = firstSpecDifference(reference.join.parameterSpecs, connection.join.parameterSpecs, connection.rank ?? -1);
+    if (difference !== null) {
+      throw new RingtrainError(
+        'RINGTRAIN_ERR_PARAMETER_MISMATCH',
+        `the ranks built different models; first difference at ${difference}. Every rank must build the same ` +
+          'parameters in the same order: make the model factory depend only on its context, not on the rank or on chance',
+      );
+    }
     for (const { field, meaning } of agreedFields) {
       const expected = reference.join[field];
       const actual = connection.join[field];

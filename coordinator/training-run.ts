@@ -4,9 +4,10 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { RunConfig } from '../src/config/types.js';
 import type { StepDoneMessage } from '../src/comm/protocol.js';
-import { batchesPerEpoch, planEpoch, splitIntoShards, splitRange } from '../src/data/batch-plan.js';
+import { batchesPerEpoch, splitRange } from '../src/data/batch-plan.js';
+import { StepPlanner } from './step-planner.js';
 import { RingtrainError } from '../src/errors.js';
-import { classificationReport, formatReport, type Report } from '../src/metrics/classification.js';
+import { combineEvaluation, formatEvaluation, type EvaluationReport } from '../src/metrics/evaluation.js';
 import type { RunLogSink } from '../src/log/run-log-sink.js';
 import { ProgressDisplay } from './progress.js';
 import type { WorkerConnection, WorkerHub } from './worker-hub.js';
@@ -19,7 +20,7 @@ export interface RunSummary {
   trainSeconds: number;
   skippedSteps: number;
   /** Null when the run stopped on request before evaluation. */
-  report: Report | null;
+  report: EvaluationReport | null;
   stopped: boolean;
   lastCheckpoint: string | null;
 }
@@ -31,12 +32,12 @@ export interface StartPoint {
 
 /** Returns the number of optimizer steps the run will take. */
 export function plannedSteps(config: RunConfig, trainSize: number): number {
-  const perEpoch = batchesPerEpoch(trainSize, config.train.globalBatchSize);
+  const perEpoch = batchesPerEpoch(trainSize, config.train.globalBatchSize, config.data.lastBatch);
   if (perEpoch === 0) {
     throw new RingtrainError(
       'RINGTRAIN_ERR_DATA',
       `the training split has ${trainSize} examples, fewer than train.globalBatchSize=${config.train.globalBatchSize}; ` +
-        'lower the batch size or use more data',
+        'lower the batch size, use more data, or set data.lastBatch=partial',
     );
   }
   const all = perEpoch * config.train.epochs;
@@ -60,10 +61,11 @@ export async function runTraining(
   sink: RunLogSink,
   logger: Logger,
 ): Promise<RunSummary> {
-  const lengths = (workers[0] as WorkerConnection).join.trainLengths;
+  const firstJoin = (workers[0] as WorkerConnection).join;
   const worldSize = workers.length;
-  const totalSteps = plannedSteps(config, lengths.length);
-  const perEpoch = batchesPerEpoch(lengths.length, config.train.globalBatchSize);
+  const totalSteps = plannedSteps(config, firstJoin.trainSize);
+  const planner = new StepPlanner(config, firstJoin.trainSize, firstJoin.trainLengths.length > 0 ? firstJoin.trainLengths : undefined, worldSize);
+  const perEpoch = planner.perEpoch;
   const checkpointDirectory = join(runDir, 'checkpoints');
 
   const metrics = createWriteStream(join(runDir, 'metrics.jsonl'), { flags: start.step > 0 ? 'a' : 'w' });
@@ -81,8 +83,6 @@ export async function runTraining(
   let skippedSteps = 0;
   let lastCheckpoint: string | null = null;
   let step = start.step;
-  let plannedEpoch = -1;
-  let batches: number[][] = [];
   let stopped = false;
 
   const checkpoint = async (): Promise<void> => {
@@ -96,21 +96,31 @@ export async function runTraining(
   try {
     while (step < totalSteps) {
       const epoch = Math.floor(step / perEpoch);
-      if (epoch !== plannedEpoch) {
-        batches = planEpoch(lengths, config.train.globalBatchSize, config.seed, epoch);
-        plannedEpoch = epoch;
-      }
-      const batch = batches[step % perEpoch] as number[];
       step++;
       hub.currentActivity = `step ${step}`;
 
-      const shards = splitIntoShards(batch, lengths, worldSize);
+      const shards = planner.shards(step);
+      const batch = shards.flat();
+      const upcomingSteps: number[] = [];
+      for (let next = step + 1; next <= Math.min(step + config.data.prefetch, totalSteps); next++) upcomingSteps.push(next);
+      const upcoming = upcomingSteps.map((next) => ({ step: next, shards: planner.shards(next) }));
       const checksum = config.train.checksumEvery > 0 && (step % config.train.checksumEvery === 0 || step === totalSteps);
       const stepStarted = performance.now();
-      shards.forEach((indices, rank) => hub.send(rank, { type: 'step', step, epoch, indices, checksum }));
+      shards.forEach((indices, rank) =>
+        hub.send(rank, {
+          type: 'step',
+          step,
+          epoch,
+          indices,
+          checksum,
+          upcoming: upcoming.map((next) => ({ step: next.step, indices: next.shards[rank] as number[] })),
+        }),
+      );
 
       const results = await hub.collect('stepDone');
       if (checksum) verifyChecksums(results, step);
+      planner.record(shards, results);
+      planner.forget(step);
 
       const now = performance.now();
       const first = results[0] as StepDoneMessage;
@@ -132,6 +142,7 @@ export async function runTraining(
           stepMs: now - stepStarted,
           samplesPerSecond,
           timings: results.map((result) => result.timings),
+          shardSizes: shards.map((shard) => shard.length),
         }) + '\n',
       );
       progress.update({ step, loss: first.loss, samplesPerSecond });
@@ -151,6 +162,7 @@ export async function runTraining(
             skippedSteps,
             elapsedSeconds,
             etaSeconds: (elapsedSeconds / stepsDone) * (totalSteps - step),
+            ...(config.train.balance ? { shardSizes: shards.map((shard) => shard.length) } : {}),
           },
           'progress',
         );
@@ -179,9 +191,9 @@ export async function runTraining(
   logger.info({ steps: step, trainSeconds, finalLoss: lastLoss, skippedSteps }, 'training finished');
 
   hub.currentActivity = 'evaluation';
-  const report = await evaluate(hub, workers, logger);
+  const report = await evaluate(hub, workers, config, logger);
   await writeReport(runDir, report);
-  sink.printLine('\n' + formatReport(report) + '\n');
+  sink.printLine('\n' + formatEvaluation(report) + '\n');
 
   hub.currentActivity = 'saving the final weights';
   hub.send(0, { type: 'save', directory: runDir });
@@ -191,26 +203,22 @@ export async function runTraining(
   return { steps: step, finalLoss: lastLoss, trainSeconds, skippedSteps, report, stopped, lastCheckpoint };
 }
 
-async function evaluate(hub: WorkerHub, workers: readonly WorkerConnection[], logger: Logger): Promise<Report> {
+async function evaluate(hub: WorkerHub, workers: readonly WorkerConnection[], config: RunConfig, logger: Logger): Promise<EvaluationReport> {
   const evalSize = (workers[0] as WorkerConnection).join.evalSize;
   const started = performance.now();
   splitRange(evalSize, workers.length).forEach((indices, rank) => hub.send(rank, { type: 'evaluate', indices }));
   const results = await hub.collect('evalDone');
-
-  const first = results[0];
-  if (first === undefined) throw new Error('evaluation returned no results');
-  const confusion = new Float64Array(first.confusion.length);
-  for (const result of results) {
-    for (let i = 0; i < confusion.length; i++) confusion[i] = (confusion[i] as number) + (result.confusion[i] as number);
-  }
-  const report = classificationReport(confusion, first.classNames);
-  logger.info({ accuracy: report.accuracy, examples: evalSize, seconds: (performance.now() - started) / 1000 }, 'evaluation finished');
+  const report = combineEvaluation(results, evalSize, results[0]?.metrics.includes('perplexity') ?? false);
+  logger.info(
+    { accuracy: report.accuracy, loss: report.loss, perplexity: report.perplexity, examples: evalSize, seconds: (performance.now() - started) / 1000 },
+    'evaluation finished',
+  );
   return report;
 }
 
-async function writeReport(runDir: string, report: Report): Promise<void> {
+async function writeReport(runDir: string, report: EvaluationReport): Promise<void> {
   await writeFile(join(runDir, 'eval-report.json'), JSON.stringify(report, null, 2) + '\n');
-  await writeFile(join(runDir, 'eval-report.txt'), formatReport(report) + '\n');
+  await writeFile(join(runDir, 'eval-report.txt'), formatEvaluation(report) + '\n');
 }
 
 /** Raises RINGTRAIN_ERR_PARAMETER_MISMATCH naming the step and every rank whose checksum differs from rank 0's. */

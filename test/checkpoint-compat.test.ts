@@ -115,6 +115,7 @@ test('each hashed section changes digest', (t) => {
   const base = hashConfig(defaultConfig());
   const changes: Record<(typeof CONFIG_SECTIONS)[number], (config: RunConfig) => void> = {
     task: (config) => (config.task = 'x'),
+    taskOptions: (config) => (config.taskOptions = { width: 3 }),
     seed: (config) => (config.seed = 1),
     model: (config) => (config.model.heads = 4),
     data: (config) => (config.data.minWordCount = 3),

@@ -35,7 +35,7 @@ function makeCheckpoint(): Checkpoint {
     sampler: { epoch: 2, nextBatch: 4 },
     seed: 3,
     worldSize: 1,
-    config: fingerprintValues({ task: 'test', seed: 3, model: {}, data: {}, optimizer: {}, train: {} }),
+    config: fingerprintValues({ task: 'test', taskOptions: {}, seed: 3, model: {}, data: {}, optimizer: {}, train: {} }),
     metadata: {},
   };
 }

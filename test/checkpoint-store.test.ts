@@ -25,7 +25,7 @@ function makeCheckpoint(step: number, count = 4): Checkpoint {
     sampler: { epoch: 0, nextBatch: step },
     seed: 7,
     worldSize: 1,
-    config: fingerprintValues({ task: 'test', seed: 7, model: {}, data: {}, optimizer: {}, train: {} }),
+    config: fingerprintValues({ task: 'test', taskOptions: {}, seed: 7, model: {}, data: {}, optimizer: {}, train: {} }),
     metadata: {},
   };
 }

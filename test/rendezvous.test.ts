@@ -20,6 +20,10 @@ function joinOf(node: number, localRank: number, overrides: Partial<JoinMessage>
     trainSize: 100,
     evalSize: 10,
     trainLengths: new Uint16Array(100),
+    parameterSpecs: [
+      { name: 'embedding', shape: [10, 4] },
+      { name: 'bias', shape: [2] },
+    ],
     parameterCount: 42,
     parameterLayoutHash: 'layout-a',
     initialChecksum: 'init-a',

@@ -13,7 +13,8 @@ import { buildTagList, Vocabulary } from '../src/data/vocabulary.js';
 import { SHAPE_COUNT, SUFFIX_LENGTHS } from '../src/data/word-features.js';
 import { TransformerTagger, type TaggerConfig } from '../src/models/tagger.js';
 import type { TaggerBatch } from '../src/models/tagger-batch.js';
-import { createBrownPosTask } from '../src/tasks/brown-pos.js';
+import { loadLocalTask } from '../src/tasks/build.js';
+import { defaultConfig } from '../src/config/defaults.js';
 
 const fixture = fileURLToPath(new URL('../../test/fixtures/brown-mini', import.meta.url));
 
@@ -244,24 +245,22 @@ test.serial('TransformerTagger rejects heads not dividing', async (t) => {
   t.regex(error?.message ?? '', /model\.heads \(3\) must divide model\.dModel \(8\)/);
 });
 
-test.serial('createBrownPosTask loads fixture corpus', async (t) => {
+test.serial('brown-pos task loads fixture corpus', async (t) => {
   await useBackend('cpu');
-  const config = {
-    task: 'brown-pos',
-    seed: 3,
-    backend: 'cpu',
-    data: { corpus: fixture, heldOutEvery: 2, maxSentenceTokens: 10, minWordCount: 2, maxVocabulary: 100, limitFiles: 0 },
-    model: { dModel: 8, heads: 2, layers: 1, ffDim: 16, suffixBuckets: 64 },
-  } as RunConfig;
-  const task = await createBrownPosTask(config, pino({ level: 'silent' }));
+  const config = defaultConfig();
+  config.seed = 3;
+  config.backend = 'cpu';
+  config.data = { ...config.data, corpus: fixture, heldOutEvery: 2, maxSentenceTokens: 10, minWordCount: 2, maxVocabulary: 100, limitFiles: 0 };
+  config.model = { ...config.model, dModel: 8, heads: 2, layers: 1, ffDim: 16, suffixBuckets: 64 };
+  const { task, makeBatch } = await loadLocalTask(config);
   // Training pieces after splitting at 10 tokens: 6, 6, 8, 6 (ca01) and 8, 7, 8, 9, 9 (cb01).
-  t.is(task.trainSize, 9);
-  t.deepEqual([...task.trainLengths], [6, 6, 8, 6, 8, 7, 8, 9, 9]);
-  t.is(task.evalSize, 3);
+  t.is(task.info.trainSize, 9);
+  t.deepEqual([...(task.info.trainLengths ?? [])], [6, 6, 8, 6, 8, 7, 8, 9, 9]);
+  t.is(task.info.evalSize, 3);
   t.is(task.classNames.length, 21);
-  const batch = task.makeBatch('eval', [0, 1, 2]);
+  const batch = makeBatch('eval', [0, 1, 2]) as TaggerBatch;
   // Held-out lengths 7, 8 (ca02) and 7 (cb02): 22 tokens.
   t.is(batch.tokenCount, 22);
-  t.is(task.labelsOf(batch), batch.labels);
+  t.is(task.evaluateBatch(batch).labels, batch.labels);
   task.model.dispose();
 });

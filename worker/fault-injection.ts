@@ -8,12 +8,16 @@ import { RingtrainError } from '../src/errors.js';
  *   RINGTRAIN_FAULT_KILL     at the start of the step, the worker kills itself with SIGKILL
  *   RINGTRAIN_FAULT_NAN      before the all-reduce, put NaN into the gradient, so every rank sees a NaN sum
  *   RINGTRAIN_FAULT_HANG     at the start of the step, block the worker's event loop for good
+ * One more acts in every attempt and takes `RANK:MS`, to imitate a slower device:
+ *   RINGTRAIN_FAULT_SLOW     every step, the rank computes MS milliseconds longer per example of its shard
  */
 export interface FaultPlan {
   perturb: FaultPoint | null;
   kill: FaultPoint | null;
   nan: FaultPoint | null;
   hang: FaultPoint | null;
+  /** Rank that runs slower, and the extra milliseconds per example (the `step` field holds the milliseconds). */
+  slow: FaultPoint | null;
 }
 
 /** The rank and step at which one fault fires. */
@@ -31,6 +35,7 @@ export function readFaultPlan(environment: NodeJS.ProcessEnv = process.env): Fau
     kill: read('RINGTRAIN_FAULT_KILL'),
     nan: read('RINGTRAIN_FAULT_NAN'),
     hang: read('RINGTRAIN_FAULT_HANG'),
+    slow: parseFaultPoint('RINGTRAIN_FAULT_SLOW', environment.RINGTRAIN_FAULT_SLOW),
   };
 }
 
@@ -44,4 +49,9 @@ function parseFaultPoint(name: string, value: string | undefined): FaultPoint | 
   const match = /^(\d+):(\d+)$/.exec(value);
   if (match === null) throw new RingtrainError('RINGTRAIN_ERR_USAGE', `${name} must be RANK:STEP, e.g. 1:5 (got '${value}')`);
   return { rank: Number(match[1]), step: Number(match[2]) };
+}
+
+/** Returns the extra compute milliseconds that RINGTRAIN_FAULT_SLOW adds to `rank` for a shard of `examples`. */
+export function slowdownMs(plan: FaultPlan, rank: number, examples: number): number {
+  return plan.slow !== null && plan.slow.rank === rank ? plan.slow.step * examples : 0;
 }

@@ -28,12 +28,14 @@ import { readCheckpoint, writeCheckpoint } from '../src/checkpoint/store.js';
 import { checkCompatible } from '../src/checkpoint/compatibility.js';
 import { hashConfig } from '../src/checkpoint/config-hash.js';
 import type { AdamWState } from '../src/optim/adamw.js';
-import { firesAt, readFaultPlan, type FaultPlan } from './fault-injection.js';
+import { firesAt, readFaultPlan, slowdownMs, type FaultPlan } from './fault-injection.js';
 import { RingtrainError } from '../src/errors.js';
 import { LinkDestination } from '../src/log/link-destination.js';
 import { createLogger } from '../src/log/logger.js';
 import { formatLogLine } from '../src/log/pretty.js';
-import { createTask } from '../src/tasks/registry.js';
+import { importTask } from '../src/tasks/registry.js';
+import { buildTask } from '../src/tasks/build.js';
+import { LoaderPool } from '../src/data/loader-pool.js';
 import { ControlLink } from './control-link.js';
 import { DataParallelTrainer, hashFloats } from './trainer.js';
 
@@ -82,8 +84,29 @@ async function run(environment: WorkerEnvironment, baseLogger: Logger): Promise<
   const config: RunConfig = validateConfig(JSON.parse(readFileSync(environment.configFile, 'utf8')));
 
   const backend = await selectBackend(config.backend, logger);
-  const task = await createTask(config, logger);
+  const loader = LoaderPool.start(config, logger);
+  try {
+    return await runWithLoader(environment, baseLogger, logger, config, backend.name, loader);
+  } finally {
+    await loader.close();
+  }
+}
+
+async function runWithLoader(
+  environment: WorkerEnvironment,
+  baseLogger: Logger,
+  startLogger: Logger,
+  config: RunConfig,
+  backendName: string,
+  loader: LoaderPool,
+): Promise<number> {
+  let logger = startLogger;
+  const loadStarted = performance.now();
+  const [definition, info] = await Promise.all([importTask(config.task), loader.describe()]);
+  logger.info({ task: definition.name, trainSize: info.trainSize, evalSize: info.evalSize, seconds: (performance.now() - loadStarted) / 1000, ...info.meta }, 'data loaded');
+  const task = await buildTask(definition, info, config);
   const trainer = new DataParallelTrainer(task, config, logger);
+  logger.info({ parameters: trainer.parameterCount, tensors: trainer.specs.length, buffers: task.buffers.length }, 'model built');
   const resumed = environment.resumeFile === null ? null : await loadResumeState(environment.resumeFile, trainer, config, logger);
   const bindHost = environment.bindHost ?? config.coordinator.host;
   const token = process.env.RINGTRAIN_TOKEN === undefined || process.env.RINGTRAIN_TOKEN === '' ? null : process.env.RINGTRAIN_TOKEN;
@@ -113,10 +136,11 @@ async function run(environment: WorkerEnvironment, baseLogger: Logger): Promise<
     nodeWorkers: environment.nodeWorkers,
     pid: process.pid,
     ring: { host: environment.advertiseHost ?? bindHost, port: listener.port },
-    backend: backend.name,
-    trainSize: task.trainSize,
-    evalSize: task.evalSize,
-    trainLengths: task.trainLengths,
+    backend: backendName,
+    trainSize: info.trainSize,
+    evalSize: info.evalSize,
+    trainLengths: info.trainLengths ?? new Uint16Array(0),
+    parameterSpecs: trainer.specs.map((spec) => ({ name: spec.name, shape: [...spec.shape] })),
     parameterCount: trainer.parameterCount,
     parameterLayoutHash: trainer.layoutHash(),
     initialChecksum: hashFloats(trainer.parameters),
@@ -138,6 +162,12 @@ async function run(environment: WorkerEnvironment, baseLogger: Logger): Promise<
           process.env.WORLD_SIZE = String(message.worldSize);
           logger = baseLogger.child({ rank });
           ring = await connectRing(message, listener, environment.runId, config, token, logger);
+          const connected = ring;
+          // Resumed parameters come from one checkpoint file on every rank, so they are equal already.
+          if (resumed === null) {
+            await trainer.broadcastFromRoot((buffer) => connected.allReduce(buffer), rank === 0);
+            logger.info({ checksum: trainer.checksum() }, "initial parameters copied from rank 0");
+          }
           trainer.startSchedule(message.totalSteps, resumed?.optimizer);
           link.send({ type: 'ready' });
           break;
@@ -148,10 +178,20 @@ async function run(environment: WorkerEnvironment, baseLogger: Logger): Promise<
           injectStartOfStepFaults(faults, rank, message.step, logger);
           const activeRing = ring;
           const injectNan = firesAt(faults.nan, rank, message.step);
-          const result = await trainer.step(message.indices, (buffer) => {
-            if (injectNan) buffer[0] = Number.NaN;
-            return activeRing.allReduce(buffer);
-          });
+          for (const next of message.upcoming) {
+            if (next.indices.length > 0) loader.prefetch(`train:${next.step}`, 'train', next.indices);
+          }
+          const waitStarted = performance.now();
+          const batch = message.indices.length > 0 ? await loader.take(`train:${message.step}`, 'train', message.indices) : null;
+          const dataWaitMs = performance.now() - waitStarted;
+          const result = await trainer.step(
+            batch,
+            (buffer) => {
+              if (injectNan) buffer[0] = Number.NaN;
+              return activeRing.allReduce(buffer);
+            },
+            { isRoot: rank === 0, dataWaitMs, extraComputeMs: slowdownMs(faults, rank, message.indices.length) },
+          );
           if (firesAt(faults.perturb, rank, message.step)) {
             logger.warn({ step: message.step }, 'fault injection: perturbing one parameter on this rank');
             trainer.parameters[0] = (trainer.parameters[0] as number) + 1e-3;
@@ -177,7 +217,7 @@ async function run(environment: WorkerEnvironment, baseLogger: Logger): Promise<
               seed: config.seed,
               worldSize: ring?.worldSize ?? 1,
               config: hashConfig(config),
-              metadata: { runId: environment.runId, step: String(message.step), backend: backend.name },
+              metadata: { runId: environment.runId, step: String(message.step), backend: backendName },
             },
             { keep: message.keep, logger },
           );
@@ -185,8 +225,8 @@ async function run(environment: WorkerEnvironment, baseLogger: Logger): Promise<
           break;
         }
         case 'evaluate': {
-          const confusion = await trainer.evaluate(message.indices);
-          link.send({ type: 'evalDone', confusion, classNames: [...task.classNames] });
+          const counts = await trainer.evaluate(message.indices, (chunk) => loader.take(`eval:${chunk[0]}`, 'eval', chunk));
+          link.send({ type: 'evalDone', ...counts, classNames: [...task.classNames], metrics: [...task.metrics] });
           break;
         }
         case 'save': {

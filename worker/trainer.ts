@@ -13,6 +13,24 @@ import { countPredictions } from '../src/metrics/classification.js';
 /** Sums a buffer in place across all ranks; the ring all-reduce in training, the identity for one process. */
 export type AllReduce = (buffer: Float32Array) => Promise<void>;
 
+/** How one step runs on this rank. */
+export interface StepOptions {
+  /** Rank 0 contributes its buffer values; every other rank contributes zeros. */
+  isRoot: boolean;
+  /** How long the caller waited for the batch, reported in the timings. */
+  dataWaitMs: number;
+  /** Extra busy time inside the compute phase, to imitate a slower device in tests. */
+  extraComputeMs?: number;
+}
+
+/** Evaluation counts of one rank's share, which the coordinator adds up. */
+export interface EvalCounts {
+  /** Confusion matrix, classes x classes, row = gold; empty when the task does not classify. */
+  confusion: Float64Array;
+  lossSum: number;
+  count: number;
+}
+
 /** Result of one data-parallel step on this rank (identical on every rank except the timings). */
 export interface StepResult {
   loss: number;
@@ -38,6 +56,8 @@ const EVAL_CHUNK = 64;
 export class DataParallelTrainer<Batch> {
   readonly parameterCount: number;
   readonly parameters: Float32Array;
+  /** Float32 values of the task's buffers (non-trainable state), which travel behind the gradients. */
+  private readonly bufferCount: number;
   private readonly gradients: Float32Array;
   private readonly model: Model<Batch>;
   private optimizer: AdamW | null = null;
@@ -49,10 +69,28 @@ export class DataParallelTrainer<Batch> {
   ) {
     this.model = task.model;
     this.parameterCount = totalSize(this.model.specs);
+    this.bufferCount = task.buffers.reduce((sum, buffer) => sum + buffer.size, 0);
     this.parameters = new Float32Array(this.parameterCount);
-    // Two extra slots travel with the gradients: the summed loss and the loss-term count of the shard.
-    this.gradients = new Float32Array(this.parameterCount + 2);
+    // Layout: gradients, then rank 0's buffer values (zeros elsewhere, so the sum is rank 0's), then the summed
+    // loss and the loss-term count of the shard.
+    this.gradients = new Float32Array(this.parameterCount + this.bufferCount + 2);
     this.readParameters();
+  }
+
+  /**
+   * Makes every rank start from rank 0's parameters and buffers: rank 0 contributes its values and every other
+   * rank zeros to one all-reduce, so the sum is rank 0's values on every rank, bit for bit.
+   */
+  async broadcastFromRoot(allReduce: AllReduce, isRoot: boolean): Promise<void> {
+    const values = new Float32Array(this.parameterCount + this.bufferCount);
+    if (isRoot) {
+      values.set(this.parameters);
+      this.readBuffers(values.subarray(this.parameterCount));
+    }
+    await allReduce(values);
+    this.parameters.set(values.subarray(0, this.parameterCount));
+    this.writeParameters();
+    this.writeBuffers(values.subarray(this.parameterCount));
   }
 
   /**
@@ -88,29 +126,35 @@ export class DataParallelTrainer<Batch> {
     return { parameters: this.parameters.slice(), optimizer: this.optimizer.exportState() };
   }
 
-  /** Runs forward, backward, all-reduce and the optimizer on this rank's shard of one global batch. */
-  async step(indices: readonly number[], allReduce: AllReduce): Promise<StepResult> {
+  /**
+   * Runs forward, backward, all-reduce and the optimizer on this rank's shard of one global batch (`batch` is
+   * null for an empty shard).
+   */
+  async step(batch: Batch | null, allReduce: AllReduce, options: StepOptions): Promise<StepResult> {
+    const { isRoot, dataWaitMs } = options;
     if (this.optimizer === null) throw new Error('DataParallelTrainer.step called before startSchedule');
-    const started = performance.now();
-    const batch = indices.length > 0 ? this.task.makeBatch('train', indices) : null;
     const batchDone = performance.now();
+    const lossSlot = this.parameterCount + this.bufferCount;
 
     this.gradients.fill(0);
     if (batch !== null) {
       const { lossSum, count } = this.model.computeGradients(batch, this.gradients);
-      this.gradients[this.parameterCount] = lossSum;
-      this.gradients[this.parameterCount + 1] = count;
+      this.gradients[lossSlot] = lossSum;
+      this.gradients[lossSlot + 1] = count;
     }
+    if (isRoot && this.bufferCount > 0) this.readBuffers(this.gradients.subarray(this.parameterCount, lossSlot));
+    if (options.extraComputeMs !== undefined && options.extraComputeMs > 0) busyWait(options.extraComputeMs);
     const computeDone = performance.now();
 
     await allReduce(this.gradients);
     const allReduceDone = performance.now();
+    if (this.bufferCount > 0) this.writeBuffers(this.gradients.subarray(this.parameterCount, lossSlot));
 
-    const globalCount = this.gradients[this.parameterCount + 1] as number;
+    const globalCount = this.gradients[lossSlot + 1] as number;
     if (!(globalCount > 0)) {
       throw new Error(`the global batch has ${globalCount} loss terms; every step needs at least one real token`);
     }
-    const loss = (this.gradients[this.parameterCount] as number) / globalCount;
+    const loss = (this.gradients[lossSlot] as number) / globalCount;
     const meanGradients = this.gradients.subarray(0, this.parameterCount);
     const inverse = 1 / globalCount;
     for (let i = 0; i < meanGradients.length; i++) meanGradients[i] = (meanGradients[i] as number) * inverse;
@@ -140,7 +184,7 @@ export class DataParallelTrainer<Batch> {
       lr: update.lr,
       skipped: !finite,
       timings: {
-        batchMs: batchDone - started,
+        dataWaitMs,
         computeMs: computeDone - batchDone,
         allReduceMs: allReduceDone - computeDone,
         optimizerMs: optimizerDone - allReduceDone,
@@ -149,20 +193,33 @@ export class DataParallelTrainer<Batch> {
   }
 
   /**
-   * Returns the confusion counts of this rank's share of the evaluation split. Yields to the event loop between
-   * chunks so heartbeats keep flowing during a long evaluation.
+   * Returns the evaluation counts of this rank's share of the evaluation split: the confusion matrix (for
+   * classification) and the summed loss with its term count. `load` returns the batch of some indices; the next
+   * chunk is requested before the current one is evaluated. Yields to the event loop between chunks so
+   * heartbeats keep flowing during a long evaluation.
    */
-  async evaluate(indices: readonly number[]): Promise<Float64Array> {
+  async evaluate(indices: readonly number[], load: (chunk: readonly number[]) => Promise<Batch>): Promise<EvalCounts> {
     const classCount = this.task.classNames.length;
     const confusion = new Float64Array(classCount * classCount);
-    for (let start = 0; start < indices.length; start += EVAL_CHUNK) {
-      const batch = this.task.makeBatch('eval', indices.slice(start, start + EVAL_CHUNK));
-      const counts = countPredictions(this.task.labelsOf(batch), this.model.predict(batch), classCount);
-      for (let i = 0; i < counts.length; i++) confusion[i] = (confusion[i] as number) + (counts[i] as number);
+    let lossSum = 0;
+    let count = 0;
+    const chunks: number[][] = [];
+    for (let start = 0; start < indices.length; start += EVAL_CHUNK) chunks.push(indices.slice(start, start + EVAL_CHUNK));
+    let next = chunks.length > 0 ? load(chunks[0] as number[]) : null;
+    for (let index = 0; index < chunks.length; index++) {
+      const batch = await (next as Promise<Batch>);
+      next = index + 1 < chunks.length ? load(chunks[index + 1] as number[]) : null;
+      const result = this.task.evaluateBatch(batch);
+      if (classCount > 0 && result.predictions !== null && result.labels !== null) {
+        const counts = countPredictions(result.labels, result.predictions, classCount);
+        for (let i = 0; i < counts.length; i++) confusion[i] = (confusion[i] as number) + (counts[i] as number);
+      }
+      lossSum += result.lossSum;
+      count += result.count;
       await new Promise((resolve) => setImmediate(resolve));
     }
     this.logger.debug({ examples: indices.length }, 'evaluation share counted');
-    return confusion;
+    return { confusion, lossSum, count };
   }
 
   /** Returns a short hash of the parameter bits; equal on two ranks only when every bit is equal. */
@@ -186,6 +243,24 @@ export class DataParallelTrainer<Batch> {
       this.parameters.set(values, offset);
       offset += values.length;
     });
+  }
+
+  private readBuffers(target: Float32Array): void {
+    let offset = 0;
+    for (const buffer of this.task.buffers) {
+      target.set(buffer.dataSync() as Float32Array, offset);
+      offset += buffer.size;
+    }
+  }
+
+  private writeBuffers(source: Float32Array): void {
+    let offset = 0;
+    for (const buffer of this.task.buffers) {
+      const values = tf.tensor(source.slice(offset, offset + buffer.size), buffer.shape, 'float32');
+      buffer.assign(values);
+      values.dispose();
+      offset += buffer.size;
+    }
   }
 
   private writeParameters(): void {
@@ -216,4 +291,12 @@ export function hashFloats(values: Float32Array): string {
     .update(new Uint8Array(values.buffer, values.byteOffset, values.byteLength))
     .digest('hex')
     .slice(0, 16);
+}
+
+/** Keeps the thread busy for `ms` milliseconds, as slower hardware would. */
+function busyWait(ms: number): void {
+  const end = performance.now() + ms;
+  while (performance.now() < end) {
+    /* busy */
+  }
 }

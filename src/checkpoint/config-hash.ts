@@ -7,20 +7,34 @@ import { createHash } from 'node:crypto';
 import type { DataConfig, ModelConfig, OptimizerConfig, RunConfig, TrainConfig } from '../config/types.js';
 
 /** Config sections that the fingerprint covers, in hashing order. */
-export const CONFIG_SECTIONS = ['task', 'seed', 'model', 'data', 'optimizer', 'train'] as const;
+export const CONFIG_SECTIONS = ['task', 'taskOptions', 'seed', 'model', 'data', 'optimizer', 'train'] as const;
 
 /** Name of one fingerprinted config section; `train` covers only the keys in TRAIN_KEYS. */
 export type ConfigSection = (typeof CONFIG_SECTIONS)[number];
 
 /** Model keys, all hashed: each one changes parameter shapes or the forward pass. */
-export const MODEL_KEYS = ['dModel', 'heads', 'layers', 'ffDim', 'suffixBuckets', 'contextWindow'] as const;
+export const MODEL_KEYS = ['dModel', 'heads', 'layers', 'ffDim', 'suffixBuckets', 'contextWindow', 'dropout', 'contextLength', 'hashFeatures'] as const;
 
 /**
  * Data keys, all hashed: each one changes the examples of the training split, their order or the vocabulary
  * size (an embedding shape). `corpus` is hashed as written, so a corpus folder given by another path string
  * gives another digest even when the files are the same.
  */
-export const DATA_KEYS = ['corpus', 'heldOutEvery', 'maxSentenceTokens', 'minWordCount', 'maxVocabulary', 'limitFiles'] as const;
+export const DATA_KEYS = [
+  'corpus',
+  'heldOutEvery',
+  'maxSentenceTokens',
+  'minWordCount',
+  'maxVocabulary',
+  'limitFiles',
+  'trainFile',
+  'evalFile',
+  'onBadRecord',
+  'lastBatch',
+] as const;
+
+/** Data keys left out: they change how fast batches are prepared, never which examples they hold. */
+export const UNHASHED_DATA_KEYS = ['prefetch', 'loaderThreads'] as const;
 
 /** Optimizer keys, all hashed: each one changes the update rule or the learning-rate schedule. */
 export const OPTIMIZER_KEYS = ['lr', 'beta1', 'beta2', 'eps', 'weightDecay', 'warmupSteps', 'minLrRatio', 'clipNorm'] as const;
@@ -30,15 +44,16 @@ export const TRAIN_KEYS = ['globalBatchSize'] as const;
 
 /**
  * Train keys left out of the fingerprint. `epochs` and `maxSteps` set the run length, which the checkpoint
- * records as `totalSteps` and `checkCompatible` compares separately; the other two only change logging and checks.
+ * records as `totalSteps` and `checkCompatible` compares separately; the others change logging, checks and shard
+ * sizes, which the gradient weighting makes irrelevant to the update.
  */
-export const UNHASHED_TRAIN_KEYS = ['epochs', 'maxSteps', 'checksumEvery', 'logEvery', 'nonFinite'] as const;
+export const UNHASHED_TRAIN_KEYS = ['epochs', 'maxSteps', 'checksumEvery', 'logEvery', 'nonFinite', 'balance'] as const;
 
 // A config key added to one of these sections without a decision here is a compile error on the line below it.
 type Missing<All, Listed> = Exclude<keyof All, Listed>;
 const exhaustiveKeys: [
   Missing<ModelConfig, (typeof MODEL_KEYS)[number]>,
-  Missing<DataConfig, (typeof DATA_KEYS)[number]>,
+  Missing<DataConfig, (typeof DATA_KEYS)[number] | (typeof UNHASHED_DATA_KEYS)[number]>,
   Missing<OptimizerConfig, (typeof OPTIMIZER_KEYS)[number]>,
   Missing<TrainConfig, (typeof TRAIN_KEYS)[number] | (typeof UNHASHED_TRAIN_KEYS)[number]>,
 ] extends [never, never, never, never]
@@ -60,6 +75,7 @@ export interface ConfigHash {
 export function hashConfig(config: RunConfig): ConfigHash {
   const values: Record<ConfigSection, unknown> = {
     task: config.task,
+    taskOptions: config.taskOptions,
     seed: config.seed,
     model: pick(config.model, MODEL_KEYS),
     data: pick(config.data, DATA_KEYS),

@@ -8,7 +8,7 @@ import { RingtrainError } from '../errors.js';
  */
 
 /** Bumped whenever a message changes shape; a worker with another version is rejected at join. */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 
 /**
  * Largest control frame accepted, in bytes. The largest message is `join`, with 2 bytes per training example, so
@@ -42,8 +42,10 @@ export interface JoinMessage {
   backend: string;
   trainSize: number;
   evalSize: number;
-  /** Tokens of each training example, for length bucketing (little-endian uint16 values). */
+  /** Length of each training example, for length bucketing; empty when the task gives no lengths. */
   trainLengths: Uint16Array;
+  /** Parameter names and shapes in order, so that a rank whose model differs is named with the first difference. */
+  parameterSpecs: Array<{ name: string; shape: number[] }>;
   /** Number of model parameters (float32 values). */
   parameterCount: number;
   /** Hash of parameter names, shapes and decay flags in order; differs when ranks built different models. */
@@ -70,7 +72,8 @@ export interface HeartbeatMessage {
 
 /** Per-step wall time of each phase on one worker, in milliseconds. */
 export interface StepTimings {
-  batchMs: number;
+  /** Time the step waited for its batch from the data-loading threads. */
+  dataWaitMs: number;
   computeMs: number;
   allReduceMs: number;
   optimizerMs: number;
@@ -100,6 +103,11 @@ export interface EvalDoneMessage {
   /** Confusion matrix, row = gold class, column = predicted class, numClasses x numClasses, row-major. */
   confusion: Float64Array;
   classNames: string[];
+  /** Summed evaluation loss of the share and its number of terms (0 and 0 when the task reports no loss). */
+  lossSum: number;
+  count: number;
+  /** Metrics the task asked for, e.g. `perplexity`. */
+  metrics: string[];
 }
 
 /** Worker -> coordinator: rank 0 wrote a checkpoint. */
@@ -155,6 +163,8 @@ export interface StepMessage {
   epoch: number;
   /** Indices into the training split forming this worker's shard; may be empty when the batch is smaller than the world. */
   indices: number[];
+  /** This worker's shards of the next steps, so its data-loading threads can build them ahead (`data.prefetch`). */
+  upcoming: Array<{ step: number; indices: number[] }>;
   /** Whether to send a parameter checksum with the result. */
   checksum: boolean;
 }

@@ -17,6 +17,7 @@ function deepFreeze<T>(value: T): Readonly<T> {
 /** The default run configuration, deeply frozen. `defaultConfig()` returns a copy that may be changed. */
 export const DEFAULT_CONFIG: Readonly<RunConfig> = deepFreeze<RunConfig>({
   task: 'brown-pos',
+  taskOptions: {},
   seed: 1234,
   backend: 'auto',
   data: {
@@ -26,6 +27,12 @@ export const DEFAULT_CONFIG: Readonly<RunConfig> = deepFreeze<RunConfig>({
     minWordCount: 2,
     maxVocabulary: 30000,
     limitFiles: 0,
+    trainFile: '',
+    evalFile: '',
+    onBadRecord: 'error',
+    prefetch: 2,
+    loaderThreads: 1,
+    lastBatch: 'drop',
   },
   model: {
     dModel: 64,
@@ -34,6 +41,9 @@ export const DEFAULT_CONFIG: Readonly<RunConfig> = deepFreeze<RunConfig>({
     ffDim: 192,
     suffixBuckets: 4096,
     contextWindow: 1,
+    dropout: 0,
+    contextLength: 128,
+    hashFeatures: 4096,
   },
   train: {
     globalBatchSize: 128,
@@ -42,6 +52,7 @@ export const DEFAULT_CONFIG: Readonly<RunConfig> = deepFreeze<RunConfig>({
     checksumEvery: 1,
     logEvery: 20,
     nonFinite: 'skip',
+    balance: false,
   },
   optimizer: {
     lr: 0.003,

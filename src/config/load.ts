@@ -173,6 +173,13 @@ export function applyOverrides(config: RunConfig, overrides: readonly string[]):
 
   for (const text of overrides) {
     const { key, rawValue } = parseOverride(text);
+    if (key.startsWith('taskOptions.') && key.length > 'taskOptions.'.length) {
+      // A task module defines its own options, so any name below taskOptions is accepted; the module checks it.
+      const options = isPlainObject(result.taskOptions) ? result.taskOptions : {};
+      options[key.slice('taskOptions.'.length)] = parseOverrideValue(rawValue, { kind: 'number', min: 0 });
+      result.taskOptions = options;
+      continue;
+    }
     const node = schemaNodeAt(key);
     if (node === undefined) {
       throw new ConfigError(`unknown config key ${key} in --set ${text}; ${describeAlternatives(key)}`);

@@ -13,19 +13,28 @@ export type LeafRule =
       readonly max?: number;
       readonly maxExclusive?: boolean;
     }
-  | { readonly kind: 'string' }
-  | { readonly kind: 'enum'; readonly values: readonly string[] };
+  | { readonly kind: 'string'; readonly allowEmpty?: boolean }
+  | { readonly kind: 'enum'; readonly values: readonly string[] }
+  | { readonly kind: 'boolean' }
+  | { readonly kind: 'object' };
 
 /** A rule for every leaf of `T` and a nested schema for every object inside it, so the compiler checks both. */
 export type ConfigSchema<T> = {
-  readonly [K in keyof T]-?: T[K] extends string | number ? LeafRule : ConfigSchema<T[K]>;
+  readonly [K in keyof T]-?: T[K] extends string | number | boolean ? LeafRule : K extends 'taskOptions' ? LeafRule : ConfigSchema<T[K]>;
 };
 
 /** A schema node below the root: a rule for one key, or the schema of a section. */
 export type SchemaNode = LeafRule | { readonly [key: string]: SchemaNode };
 
-/** Task names that the launcher can build. */
-export const TASK_NAMES: readonly string[] = Object.freeze(['brown-pos']);
+/** Task names that the launcher can build without a task module. */
+export const TASK_NAMES: readonly string[] = Object.freeze([
+  'brown-pos',
+  'brown-charlm',
+  'conll-tagging',
+  'text-classification',
+  'spam-classification',
+  'tabular-classification',
+]);
 
 /** Backend names in the order `auto` tries them, after `auto` itself. */
 export const BACKEND_NAMES: readonly BackendName[] = Object.freeze(['auto', 'tensorflow', 'wasm', 'cpu'] as const);
@@ -40,7 +49,9 @@ const openUnitInterval: LeafRule = { kind: 'number', min: 0, minExclusive: true,
 
 /** The rules for every RunConfig key. */
 export const CONFIG_SCHEMA: ConfigSchema<RunConfig> = {
-  task: { kind: 'enum', values: TASK_NAMES },
+  // A built-in name or a module path; checkConfigRelations tells the two apart.
+  task: { kind: 'string' },
+  taskOptions: { kind: 'object' },
   // Limited to uint32 because parameter initialisation reduces the seed with `seed >>> 0`, so larger seeds would alias.
   seed: { kind: 'integer', min: 0, max: 2 ** 32 - 1 },
   backend: { kind: 'enum', values: BACKEND_NAMES },
@@ -53,6 +64,12 @@ export const CONFIG_SCHEMA: ConfigSchema<RunConfig> = {
     minWordCount: positiveInteger,
     maxVocabulary: positiveInteger,
     limitFiles: nonNegativeInteger,
+    trainFile: { kind: 'string', allowEmpty: true },
+    evalFile: { kind: 'string', allowEmpty: true },
+    onBadRecord: { kind: 'enum', values: ['error', 'skip'] },
+    prefetch: { kind: 'integer', min: 0, max: 64 },
+    loaderThreads: { kind: 'integer', min: 1, max: 64 },
+    lastBatch: { kind: 'enum', values: ['drop', 'partial', 'pad'] },
   },
   model: {
     dModel: positiveInteger,
@@ -61,6 +78,9 @@ export const CONFIG_SCHEMA: ConfigSchema<RunConfig> = {
     ffDim: positiveInteger,
     suffixBuckets: positiveInteger,
     contextWindow: { kind: 'integer', min: 0, max: 8 },
+    dropout: { kind: 'number', min: 0, max: 1, maxExclusive: true },
+    contextLength: { kind: 'integer', min: 2, max: 4096 },
+    hashFeatures: positiveInteger,
   },
   train: {
     globalBatchSize: positiveInteger,
@@ -69,6 +89,7 @@ export const CONFIG_SCHEMA: ConfigSchema<RunConfig> = {
     checksumEvery: nonNegativeInteger,
     logEvery: positiveInteger,
     nonFinite: { kind: 'enum', values: ['skip', 'error'] },
+    balance: { kind: 'boolean' },
   },
   optimizer: {
     lr: { kind: 'number', min: 0, minExclusive: true },
@@ -141,9 +162,13 @@ export function describeRule(rule: LeafRule): string {
       return `a number ${lower} and ${upper}`;
     }
     case 'string':
-      return 'a non-empty string';
+      return rule.allowEmpty === true ? 'a string' : 'a non-empty string';
     case 'enum':
       return `one of ${rule.values.join(', ')}`;
+    case 'boolean':
+      return 'true or false';
+    case 'object':
+      return 'a JSON object';
   }
 }
 
@@ -159,9 +184,13 @@ export function ruleAllows(rule: LeafRule, value: unknown): boolean {
         inRange(value, rule.min, rule.minExclusive ?? false, rule.max, rule.maxExclusive ?? false)
       );
     case 'string':
-      return typeof value === 'string' && value.length > 0;
+      return typeof value === 'string' && (value.length > 0 || rule.allowEmpty === true);
     case 'enum':
       return typeof value === 'string' && rule.values.includes(value);
+    case 'boolean':
+      return typeof value === 'boolean';
+    case 'object':
+      return typeof value === 'object' && value !== null && !Array.isArray(value);
   }
 }
 

@@ -19,7 +19,25 @@ export interface DataConfig {
   maxVocabulary: number;
   /** Use only the first `limitFiles` corpus files (0 means all); for quick runs and tests. */
   limitFiles: number;
+  /** Training data file of the file-based tasks (CoNLL, JSONL, text, CSV); '' when the task does not read one. */
+  trainFile: string;
+  /** Evaluation data file of the file-based tasks; '' holds out every `heldOutEvery`-th training record instead. */
+  evalFile: string;
+  /** What a reader does with a malformed record: stop with an error naming file and line, or skip and count it. */
+  onBadRecord: BadRecordSetting;
+  /** Batches each worker prepares ahead of the step that needs them. */
+  prefetch: number;
+  /** Data-loading threads per worker process. */
+  loaderThreads: number;
+  /** What happens to the examples left over after the last full global batch of an epoch. */
+  lastBatch: LastBatchSetting;
 }
+
+/** Policy for malformed records in data files. */
+export type BadRecordSetting = 'error' | 'skip';
+
+/** `drop` the leftover examples, train on a smaller `partial` last batch, or `pad` it with repeated examples. */
+export type LastBatchSetting = 'drop' | 'partial' | 'pad';
 
 export interface ModelConfig {
   /** Width of token representations. */
@@ -34,6 +52,12 @@ export interface ModelConfig {
   suffixBuckets: number;
   /** Each token's input also sums the embeddings of this many neighbours on each side (0: the token alone). */
   contextWindow: number;
+  /** Dropout rate of the models that use dropout (0 turns it off). */
+  dropout: number;
+  /** Characters the language model sees at once. */
+  contextLength: number;
+  /** Size of the hashed bag-of-words input of the text classifier. */
+  hashFeatures: number;
 }
 
 export interface TrainConfig {
@@ -49,6 +73,8 @@ export interface TrainConfig {
   logEvery: number;
   /** Policy for a NaN or infinite reduced loss or gradient: skip the update on every rank, or stop. */
   nonFinite: NonFinitePolicy;
+  /** Size each rank's shard by its measured throughput instead of equally (`--balance`). */
+  balance: boolean;
 }
 
 /** Policy for a step whose reduced loss or gradient is not finite. */
@@ -100,9 +126,13 @@ export interface CoordinatorConfig {
   joinTimeoutMs: number;
 }
 
+/** Free-form settings handed to a task module as `context.options`; the module validates them. */
+export type TaskOptions = { [key: string]: unknown };
+
 export interface RunConfig {
-  /** Built-in task name; only `brown-pos` exists so far. */
+  /** A built-in task name, or the path of a JavaScript module whose default export is a `defineTask` result. */
   task: string;
+  taskOptions: TaskOptions;
   seed: number;
   backend: BackendName;
   data: DataConfig;

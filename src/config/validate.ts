@@ -6,6 +6,7 @@ import { ConfigError } from '../errors.js';
 import { DEFAULT_CONFIG, isPlainObject } from './defaults.js';
 import {
   CONFIG_SCHEMA,
+  TASK_NAMES,
   describeRule,
   isLeafRule,
   ruleAllows,
@@ -114,6 +115,11 @@ function validateSection(
   return result;
 }
 
+/** Reports whether a `task` value names a module file rather than a built-in task. */
+export function isTaskModulePath(task: string): boolean {
+  return /\.(m?js|cjs)$/.test(task);
+}
+
 /** Lists the divisors of `n` in increasing order (n is a validated positive integer). */
 function divisorsOf(n: number): number[] {
   const divisors: number[] = [];
@@ -127,6 +133,15 @@ function divisorsOf(n: number): number[] {
 
 /** Throws a ConfigError when keys that are valid one by one contradict each other. */
 export function checkConfigRelations(config: RunConfig, source?: string): void {
+  if (!TASK_NAMES.includes(config.task) && !isTaskModulePath(config.task)) {
+    const matches = closestMatches(config.task, [...TASK_NAMES]);
+    const suggestion = matches.length > 0 ? ` (did you mean ${matches.join(' or ')}?)` : '';
+    throw new ConfigError(
+      `task must be a built-in task (${TASK_NAMES.join(', ')}) or the path of a task module ending in .js or .mjs ` +
+        `(got ${formatValue(config.task)})${locationOf(source)}${suggestion}`,
+    );
+  }
+
   const { dModel, heads } = config.model;
   if (dModel % heads !== 0) {
     const divisors = divisorsOf(dModel);

@@ -10,8 +10,9 @@ import { parseArgs } from 'node:util';
 
 import { DEFAULT_CONFIG, defaultConfig } from '../config/defaults.js';
 import { applyOverrides, loadConfig } from '../config/load.js';
-import { BACKEND_NAMES, CONFIG_SCHEMA, describeRule, ruleAllows, type LeafRule } from '../config/schema.js';
+import { BACKEND_NAMES, CONFIG_SCHEMA, TASK_NAMES, describeRule, ruleAllows, type LeafRule } from '../config/schema.js';
 import { closestMatches } from '../config/suggest.js';
+import { isTaskModulePath } from '../config/validate.js';
 import type { BackendName, RunConfig } from '../config/types.js';
 import type { PeerAddress } from '../comm/protocol.js';
 import { readSchedulerEnvironment, type SchedulerSettings } from './scheduler-env.js';
@@ -78,6 +79,8 @@ const OPTIONS = {
   bind: { type: 'string' },
   advertise: { type: 'string' },
   token: { type: 'string' },
+  task: { type: 'string' },
+  balance: { type: 'boolean' },
   insecure: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -109,6 +112,7 @@ const FLAG_EXAMPLES: Readonly<Record<string, string>> = {
   '--bind': '127.0.0.2',
   '--advertise': '127.0.0.2',
   '--token': 'a-long-random-secret',
+  '--task': './examples/xor-task.js',
 };
 
 function usageError(message: string): RingtrainError {
@@ -347,7 +351,13 @@ export function parseLaunchArgs(argv: readonly string[], environment: LaunchEnvi
     }
     fileConfig.backend = values.backend as BackendName;
   }
+  if (values.task !== undefined) {
+    if (values.task === '') throw usageError('--task must be a built-in task name or the path of a task module (got an empty value)');
+    fileConfig.task = values.task;
+  }
+  if (values.balance === true) fileConfig.train.balance = true;
   const config = applyOverrides(fileConfig, values.set ?? []);
+  resolveConfigPaths(config, cwd);
 
   if (config.train.globalBatchSize < workers) {
     throw new ConfigError(
@@ -377,6 +387,22 @@ export function parseLaunchArgs(argv: readonly string[], environment: LaunchEnvi
     advertise,
     token,
   };
+}
+
+/**
+ * Makes the task module and data file paths of `config` absolute (relative ones are read from `cwd`), so every
+ * process and the saved config.json name the same files. A task module that does not exist is a usage error.
+ */
+function resolveConfigPaths(config: RunConfig, cwd: string): void {
+  if (isTaskModulePath(config.task)) {
+    config.task = resolve(cwd, config.task);
+    if (!existsSync(config.task)) {
+      throw usageError(`task module ${config.task} does not exist; pass --task with the path of a .js or .mjs file whose default export is defineTask({...})`);
+    }
+  }
+  for (const key of ['trainFile', 'evalFile'] as const) {
+    if (config.data[key] !== '') config.data[key] = resolve(cwd, config.data[key]);
+  }
 }
 
 function parseRunId(text: string): string {
@@ -477,6 +503,11 @@ Options:
                     Connections without it are rejected and logged. Required with
                     --nnodes above 1 unless --insecure is given; prefer the variable,
                     because flags are visible in the process list.
+  --task NAME|FILE  Task to train: a built-in task (${TASK_NAMES.join(', ')})
+                    or the path of a task module written with defineTask (sets task;
+                    docs/tasks.md). Relative paths are read from the current directory.
+  --balance         Size each worker's shard by its measured speed instead of equally
+                    (sets train.balance; docs/sampling.md).
   --insecure        Allow a multi-node run without a token.
   --bind ADDR       Address this node's ring listeners bind to (default coordinator.host,
                     127.0.0.1).
@@ -487,5 +518,7 @@ Examples:
   npm run launch -- --gpus 2 --max-steps 200
   npm run launch -- --gpus 2 --config configs/brown-pos.json --set optimizer.lr=3e-4 --set train.globalBatchSize=128
   npm run launch -- --gpus 2 --resume runs/20261204-213015-a3f9 --max-restarts 2
+  npm run launch -- --gpus 2 --task ./examples/xor-task.js
+  npm run launch -- --gpus 2 --config configs/brown-charlm.json
 `;
 }

@@ -1,8 +1,6 @@
 /**
  * Part-of-speech tagging of the Brown corpus with a transformer tagger.
  */
-import type { Logger } from 'pino';
-
 import type { DataConfig, RunConfig } from '../config/types.js';
 import { readCorpus, resolveCorpusFolder, splitCorpus } from '../data/brown-corpus.js';
 import { encodeSentences, makeTaggerBatch, sentenceLengths, type EncodedSplit } from '../data/brown-dataset.js';
@@ -11,7 +9,7 @@ import { SHAPE_COUNT, SUFFIX_LENGTHS } from '../data/word-features.js';
 import { ConfigError } from '../errors.js';
 import { TransformerTagger } from '../models/tagger.js';
 import type { TaggerBatch } from '../models/tagger-batch.js';
-import type { Split, Task } from './task.js';
+import type { DataContext, DatasetInfo, ModelContext, NativeTaskDefinition, Split } from './api.js';
 
 /** Throws a ConfigError naming the first data setting that cannot work. */
 function validateDataConfig(data: DataConfig): void {
@@ -54,45 +52,39 @@ export function evaluationOrder<T extends { words: readonly string[] }>(sentence
   return [...evens, ...odds];
 }
 
+/** The loaded, encoded corpus that the data threads keep. */
+export interface BrownPosData {
+  encoded: Record<Split, EncodedSplit>;
+  classNames: string[];
+  vocabularySize: number;
+  counts: Record<string, number | string>;
+}
+
 /**
- * Loads the corpus named by `config.data`, builds the vocabulary and tag list from it, and creates the tagger
- * from `config.seed` on the tfjs backend the caller has already selected. Logs the data counts.
+ * Part-of-speech tagging of the Brown corpus (or a folder of Brown-format files) with the transformer tagger.
+ * The data half reads the corpus named by `config.data`, builds the vocabulary and tag list, and encodes both
+ * splits; the model half creates the tagger from `config.seed`.
  */
-export async function createBrownPosTask(config: RunConfig, logger: Logger): Promise<Task<TaggerBatch>> {
-  const data = config.data;
-  validateDataConfig(data);
+const brownPos: NativeTaskDefinition<BrownPosData, TaggerBatch> = {
+  name: 'brown-pos',
 
-  const folder = resolveCorpusFolder(data.corpus);
-  const files = readCorpus(folder, data.limitFiles);
-  const splits = splitCorpus(files, data.heldOutEvery, data.maxSentenceTokens);
+  load({ config }: DataContext): BrownPosData {
+    const data = config.data;
+    validateDataConfig(data);
+    const folder = resolveCorpusFolder(data.corpus);
+    const files = readCorpus(folder, data.limitFiles);
+    const splits = splitCorpus(files, data.heldOutEvery, data.maxSentenceTokens);
 
-  splits.eval = evaluationOrder(splits.eval);
-  const vocabulary = Vocabulary.build(splits.train, data.minWordCount, data.maxVocabulary);
-  // Tags come from both splits so a tag seen only in held-out files still has a class id (it is never predicted).
-  const classNames = buildTagList([...splits.train, ...splits.eval]);
-  const buckets = config.model.suffixBuckets;
-  const encoded: Record<Split, EncodedSplit> = {
-    train: encodeSentences(splits.train, vocabulary, classNames, buckets),
-    eval: encodeSentences(splits.eval, vocabulary, classNames, buckets),
-  };
-
-  const model = new TransformerTagger({
-    vocabularySize: vocabulary.size,
-    suffixBuckets: buckets,
-    suffixCount: SUFFIX_LENGTHS.length,
-    shapeCount: SHAPE_COUNT,
-    maxLength: data.maxSentenceTokens,
-    classCount: classNames.length,
-    dModel: config.model.dModel,
-    heads: config.model.heads,
-    layers: config.model.layers,
-    ffDim: config.model.ffDim,
-    contextWindow: config.model.contextWindow,
-    seed: config.seed,
-  });
-
-  logger.info(
-    {
+    splits.eval = evaluationOrder(splits.eval);
+    const vocabulary = Vocabulary.build(splits.train, data.minWordCount, data.maxVocabulary);
+    // Tags come from both splits so a tag seen only in held-out files still has a class id (it is never predicted).
+    const classNames = buildTagList([...splits.train, ...splits.eval]);
+    const buckets = config.model.suffixBuckets;
+    const encoded: Record<Split, EncodedSplit> = {
+      train: encodeSentences(splits.train, vocabulary, classNames, buckets),
+      eval: encodeSentences(splits.eval, vocabulary, classNames, buckets),
+    };
+    const counts = {
       folder,
       trainFiles: splits.trainFiles.length,
       evalFiles: splits.evalFiles.length,
@@ -102,19 +94,40 @@ export async function createBrownPosTask(config: RunConfig, logger: Logger): Pro
       evalTokens: encoded.eval.labels.length,
       vocabulary: vocabulary.size,
       tags: classNames.length,
-      parameters: model.parameterCount,
-    },
-    'brown-pos data loaded',
-  );
+    };
+    return { encoded, classNames, vocabularySize: vocabulary.size, counts };
+  },
 
-  return {
-    name: 'brown-pos',
-    classNames,
-    trainSize: splits.train.length,
-    evalSize: splits.eval.length,
-    trainLengths: sentenceLengths(encoded.train),
-    model,
-    makeBatch: (split: Split, indices: readonly number[]) => makeTaggerBatch(encoded[split], indices),
-    labelsOf: (batch: TaggerBatch) => batch.labels,
-  };
-}
+  describe(data: BrownPosData): DatasetInfo {
+    return {
+      trainSize: data.encoded.train.offsets.length - 1,
+      evalSize: data.encoded.eval.offsets.length - 1,
+      trainLengths: sentenceLengths(data.encoded.train),
+      classNames: data.classNames,
+      meta: { vocabularySize: data.vocabularySize, ...data.counts },
+    };
+  },
+
+  batch: (data: BrownPosData, split: Split, indices: readonly number[]) => makeTaggerBatch(data.encoded[split], indices),
+
+  nativeModel({ config, info }: ModelContext): TransformerTagger {
+    return new TransformerTagger({
+      vocabularySize: info.meta?.vocabularySize as number,
+      suffixBuckets: config.model.suffixBuckets,
+      suffixCount: SUFFIX_LENGTHS.length,
+      shapeCount: SHAPE_COUNT,
+      maxLength: config.data.maxSentenceTokens,
+      classCount: (info.classNames ?? []).length,
+      dModel: config.model.dModel,
+      heads: config.model.heads,
+      layers: config.model.layers,
+      ffDim: config.model.ffDim,
+      contextWindow: config.model.contextWindow,
+      seed: config.seed,
+    });
+  },
+
+  labelsOf: (batch: TaggerBatch) => batch.labels,
+};
+
+export default brownPos;

@@ -1,23 +1,23 @@
+import type * as tf from '@tensorflow/tfjs';
 import type { Model } from '../models/model.js';
+import type { BatchEvaluation } from '../models/tensor-model.js';
+import type { DatasetInfo, MetricName } from './api.js';
 
-/** Part of the data that an example index refers to. */
-export type Split = 'train' | 'eval';
+export type { Split } from './api.js';
 
 /**
- * A trainable job: a dataset with a train and an evaluation split, and the model that learns it.
- * Every rank builds the same task from the same config and seed; the coordinator receives only its sizes.
+ * A task as a worker's training thread holds it: the model built for the loaded data, and how to evaluate a
+ * batch. The data itself lives in the data-loading threads (src/data/loader-pool.ts).
  */
 export interface Task<Batch> {
   readonly name: string;
-  /** Class names in class-id order, used by the evaluation report. */
-  readonly classNames: readonly string[];
-  readonly trainSize: number;
-  readonly evalSize: number;
-  /** Tokens in each training example, used by the coordinator to put examples of similar length in one batch. */
-  readonly trainLengths: Uint16Array;
+  readonly info: DatasetInfo;
   readonly model: Model<Batch>;
-  /** Builds one padded batch from example indices of `split`. */
-  makeBatch(split: Split, indices: readonly number[]): Batch;
-  /** Returns the gold class for every position of `batch`, -1 where the position is padding. */
-  labelsOf(batch: Batch): Int32Array;
+  readonly metrics: readonly MetricName[];
+  /** Class names in class-id order; empty when the task does not classify. */
+  readonly classNames: readonly string[];
+  /** Non-trainable state (e.g. batch-normalisation statistics) that rank 0 sends to every rank after each step. */
+  readonly buffers: readonly tf.Variable[];
+  /** Returns the summed loss of `batch` and, for classification, predicted and gold classes. */
+  evaluateBatch(batch: Batch): BatchEvaluation;
 }
