@@ -254,8 +254,8 @@ test('help with value rejected', (t) => {
 
 test('help text names every flag', (t) => {
   const text = helpText();
-  for (const flag of ['--gpus', '--config', '--max-steps', '--epochs', '--seed', '--backend', '--run-dir', '--set', '--resume', '--max-restarts', '--help']) {
+  for (const flag of ['--gpus', '--config', '--max-steps', '--epochs', '--seed', '--backend', '--run-dir', '--set', '--resume', '--max-restarts', '--task', '--balance', '--help']) {
     t.true(text.includes(flag), flag);
   }
-  t.regex(text, /Examples:\n( {2}npm run launch -- .+\n){3}$/);
+  t.regex(text, /Examples:\n( {2}npm run launch -- .+\n){5}$/);
 });

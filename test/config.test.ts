@@ -84,13 +84,13 @@ test('unknown nested key rejected', (t) => {
   const message = messageOf(() => validateConfig(config, 'run.json'));
   t.regex(message, /^unknown config key model\.dmodel in run\.json/);
   t.regex(message, /did you mean model\.dModel\?/);
-  t.regex(message, /allowed keys in model: dModel, heads, layers, ffDim, suffixBuckets, contextWindow$/);
+  t.regex(message, /allowed keys in model: dModel, heads, layers, ffDim, suffixBuckets, contextWindow, dropout, contextLength, hashFeatures$/);
 });
 
 test('unknown top-level key rejected', (t) => {
   const message = messageOf(() => validateConfig({ ...defaultConfig(), optimiser: {} }));
   t.regex(message, /^unknown config key optimiser \(did you mean optimizer\?\)/);
-  t.regex(message, /allowed top-level keys: task, seed, backend, data/);
+  t.regex(message, /allowed top-level keys: task, taskOptions, seed, backend, data/);
 });
 
 test('prototype key rejected', (t) => {
@@ -144,7 +144,11 @@ test('out-of-range values rejected', (t) => {
     ['data.maxSentenceTokens', 70000, 'an integer from 1 to 65535'],
     ['model.layers', true, 'an integer of at least 1'],
     ['backend', 'gpu', 'one of auto, tensorflow, wasm, cpu'],
-    ['task', 'ner', 'one of brown-pos'],
+    [
+      'task',
+      'ner',
+      'a built-in task (brown-pos, brown-charlm, conll-tagging, text-classification, spam-classification, tabular-classification) or the path of a task module ending in .js or .mjs',
+    ],
   ];
   for (const [key, value, allowed] of cases) {
     const message = messageOf(() => validateConfig(withValue(key, value), 'run.json'));
@@ -322,7 +326,7 @@ test('overrides violating relation rejected', (t) => {
 });
 
 test('schema lists every key', (t) => {
-  // 3 top-level keys + data 6 + model 6 + train 6 + optimizer 8 + allreduce 1 + coordinator 3 + checkpoint 2
-  // + health 3 = 38.
-  t.is(configKeys().length, 38);
+  // 4 top-level keys + data 12 + model 9 + train 7 + optimizer 8 + allreduce 1 + coordinator 3 + checkpoint 2
+  // + health 3 = 49.
+  t.is(configKeys().length, 49);
 });

@@ -106,7 +106,10 @@ async function runWithLoader(
   logger.info({ task: definition.name, trainSize: info.trainSize, evalSize: info.evalSize, seconds: (performance.now() - loadStarted) / 1000, ...info.meta }, 'data loaded');
   const task = await buildTask(definition, info, config);
   const trainer = new DataParallelTrainer(task, config, logger);
-  logger.info({ parameters: trainer.parameterCount, tensors: trainer.specs.length, buffers: task.buffers.length }, 'model built');
+  logger.info(
+    { parameters: trainer.parameterCount, tensors: trainer.specs.length, buffers: task.buffers.length, initialChecksum: trainer.checksum() },
+    'model built',
+  );
   const resumed = environment.resumeFile === null ? null : await loadResumeState(environment.resumeFile, trainer, config, logger);
   const bindHost = environment.bindHost ?? config.coordinator.host;
   const token = process.env.RINGTRAIN_TOKEN === undefined || process.env.RINGTRAIN_TOKEN === '' ? null : process.env.RINGTRAIN_TOKEN;
@@ -231,7 +234,8 @@ async function runWithLoader(
         }
         case 'save': {
           const file = join(message.directory, 'weights.safetensors');
-          await writeSafetensors(file, trainer.specs, trainer.parameters, { runId: environment.runId, task: config.task });
+          const weights = trainer.exportWeights();
+          await writeSafetensors(file, weights.specs, weights.values, { runId: environment.runId, task: config.task });
           logger.info({ file }, 'final weights written');
           link.send({ type: 'saved', files: [file] });
           break;

@@ -222,6 +222,20 @@ export class DataParallelTrainer<Batch> {
     return { confusion, lossSum, count };
   }
 
+  /**
+   * Returns every tensor the final weights file holds: the parameters, then the buffers (such as batch
+   * normalisation statistics), which inference needs too.
+   */
+  exportWeights(): { specs: ParameterSpec[]; values: Float32Array } {
+    const buffers = new Float32Array(this.bufferCount);
+    this.readBuffers(buffers);
+    const values = new Float32Array(this.parameterCount + this.bufferCount);
+    values.set(this.parameters);
+    values.set(buffers, this.parameterCount);
+    const bufferSpecs = this.task.buffers.map((buffer) => ({ name: buffer.name, shape: [...buffer.shape], decay: false }));
+    return { specs: [...this.model.specs, ...bufferSpecs], values };
+  }
+
   /** Returns a short hash of the parameter bits; equal on two ranks only when every bit is equal. */
   checksum(): string {
     return hashFloats(this.parameters);

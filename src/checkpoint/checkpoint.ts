@@ -8,7 +8,7 @@ import type { ConfigHash } from './config-hash.js';
 
 /** Position of the coordinator's batch sampler: the next global batch to train on. */
 export interface SamplerPosition {
-  /** Epoch of the next batch, counted from 0; `planEpoch(lengths, globalBatchSize, seed, epoch)` lists its batches. */
+  /** Epoch of the next batch, counted from 0; `planEpoch({ size, lengths, globalBatchSize, seed, epoch, lastBatch })` lists its batches. */
   epoch: number;
   /** Index of the next batch within that epoch's plan, counted from 0. */
   nextBatch: number;
