@@ -3,12 +3,12 @@
  *
  * stdout: {"type":"ready","port"} once the listener is open, {"type":"connected"} after Ring.connect,
  * then one {"type":"result","times","cpuMs","systemMs"} per run command (CPU time per timed call: user plus system, and system alone), or {"type":"error","message"}.
- * stdin: {"type":"connect","rank","ports","sliceBytes","timeoutMs"}, then {"type":"run","bytes","warmup","iterations"}
+ * stdin: {"type":"connect","rank","ports","sliceBytes","bucketBytes","compression","timeoutMs"}, then {"type":"run","bytes","warmup","iterations"}
  * any number of times, then {"type":"exit"}.
  */
 import { createInterface } from 'node:readline';
 import { pino } from 'pino';
-import { Ring } from '../src/comm/ring-allreduce.js';
+import { Ring, type Compression } from '../src/comm/ring-allreduce.js';
 import { RingListener } from '../src/comm/ring-listener.js';
 
 interface ConnectCommand {
@@ -17,6 +17,9 @@ interface ConnectCommand {
   ports: number[];
   /** Slice size in bytes, or 0 for the ring's default. */
   sliceBytes: number;
+  /** Bucket size in float32 bytes, or 0 for one bucket covering the whole buffer. */
+  bucketBytes: number;
+  compression: Compression;
   timeoutMs: number;
 }
 
@@ -34,16 +37,20 @@ function emit(message: object): void {
 /**
  * Runs `warmup` untimed and `iterations` timed all-reduces of a `bytes`-long buffer and returns the timed
  * durations in milliseconds. Every rank fills the buffer with rank + 1, so after the first call each
- * element must be 1 + 2 + ... + N = N(N + 1)/2, which is exact in float32 for any practical N.
+ * element must be 1 + 2 + ... + N = N(N + 1)/2, which is exact in float32 for any practical N, and in
+ * fp16 and bf16 for N up to 15.
  */
-async function runSize(ring: Ring, command: RunCommand): Promise<{ times: number[]; cpuMs: number; systemMs: number }> {
+async function runSize(ring: Ring, command: RunCommand, bucketBytes: number): Promise<{ times: number[]; cpuMs: number; systemMs: number }> {
+  const options = { bucketBytes: bucketBytes > 0 ? bucketBytes : Math.max(4, command.bytes) };
   const buffer = new Float32Array(command.bytes / 4).fill(ring.rank + 1);
   const expected = (ring.worldSize * (ring.worldSize + 1)) / 2;
   const times: number[] = [];
   let cpuStart = process.cpuUsage();
   for (let call = 0; call < command.warmup + command.iterations; call += 1) {
     const start = performance.now();
-    await ring.allReduce(buffer);
+    const reduction = ring.beginAllReduce(buffer, options);
+    reduction.markFilled(buffer.length);
+    await reduction.done;
     const elapsed = performance.now() - start;
     if (call === 0 && buffer.length > 0 && (buffer[0] !== expected || buffer[buffer.length - 1] !== expected)) {
       throw new Error(
@@ -69,6 +76,7 @@ async function main(): Promise<void> {
 
   const lines = createInterface({ input: process.stdin });
   let ring: Ring | null = null;
+  let bucketBytes = 0;
   try {
     for await (const line of lines) {
       const command = JSON.parse(line) as ConnectCommand | RunCommand | { type: 'exit' };
@@ -88,13 +96,15 @@ async function main(): Promise<void> {
           timeoutMs: command.timeoutMs,
           logger,
           sliceBytes: command.sliceBytes > 0 ? command.sliceBytes : undefined,
+          compression: command.compression,
         });
+        bucketBytes = command.bucketBytes;
         emit({ type: 'connected' });
       } else if (command.type === 'run') {
         if (ring === null) {
           throw new Error('received a run command before the connect command; send connect first');
         }
-        emit({ type: 'result', ...(await runSize(ring, command)) });
+        emit({ type: 'result', ...(await runSize(ring, command, bucketBytes)) });
       } else {
         break;
       }

@@ -2,12 +2,15 @@
  * All-reduce benchmark: ringtrain's WebSocket ring against PyTorch gloo and raw loopback TCP, on this machine.
  *
  *   npm run bench:allreduce -- --world 2,4 --sizes 1M,16M,64M,256M [--iterations 10] [--json FILE]
+ *     [--bucket-bytes 0,4M] [--compression none,fp16,bf16]
  *
  * For each world size it starts that many ringtrain processes forming a ring on 127.0.0.1, and as many
  * gloo processes when /usr/bin/python3 can import torch. For each buffer size the two implementations
  * take turns (--rounds times), so both see the same background load. A call's time is the slowest rank's
  * time; the table shows the median over all timed calls, algbw = bytes / median and
  * busbw = algbw × 2(n − 1)/n. The TCP ceiling is measured before each world size and at the end.
+ * Every combination of slice size, bucket size and compression is a ring group of its own. Bytes are
+ * always those of the float32 buffer, so a compressed ring's busbw is in float32-equivalent bytes.
  */
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -15,6 +18,7 @@ import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { BenchChild } from './allreduce-child.js';
+import { COMPRESSIONS, type Compression } from '../src/comm/ring-buckets.js';
 import { describeMachine, formatBytes, formatLoad, formatTable, makeRecord, median, type AllReduceRecord } from './allreduce-report.js';
 import { measureTcpCeiling } from './tcp-ceiling.js';
 
@@ -32,6 +36,8 @@ const USAGE = `usage: npm run bench:allreduce -- [options]
   --warmup 3                untimed calls before them
   --rounds 1                turns each implementation takes per size, in alternating order
   --slice-bytes 0           ringtrain slice sizes to compare, comma-separated; 0 is the ring's default
+  --bucket-bytes 0          ringtrain bucket sizes to compare (float32 bytes); 0 is one bucket for the whole buffer
+  --compression none        ringtrain wire formats to compare: none, fp16, bf16, comma-separated
   --json FILE               also write the records as a JSON array to FILE
   --no-gloo, --no-tcp       skip the gloo comparison or the TCP ceiling
   --timeout-ms MS           limit on each wait for a worker; default one minute plus the calls at 10 MB/s
@@ -45,6 +51,9 @@ interface BenchOptions {
   rounds: number;
   /** Ring slice sizes in bytes to compare; 0 is the ring's default. */
   sliceBytes: number[];
+  /** Ring bucket sizes in float32 bytes to compare; 0 reduces the whole buffer as one bucket. */
+  bucketBytes: number[];
+  compressions: Compression[];
   json: string | null;
   gloo: boolean;
   tcp: boolean;
@@ -73,6 +82,13 @@ function parseSize(text: string): number {
   return bytes;
 }
 
+function parseCompression(text: string): Compression {
+  if (!(COMPRESSIONS as readonly string[]).includes(text)) {
+    throw new Error(`--compression entry ${JSON.stringify(text)} is not one of ${COMPRESSIONS.join(', ')}`);
+  }
+  return text as Compression;
+}
+
 function parseCount(name: string, text: string, minimum: number): number {
   const value = Number(text);
   if (!Number.isInteger(value) || value < minimum) {
@@ -91,6 +107,8 @@ function parseOptions(argv: string[]): BenchOptions {
       warmup: { type: 'string', default: '3' },
       rounds: { type: 'string', default: '1' },
       'slice-bytes': { type: 'string', default: '0' },
+      'bucket-bytes': { type: 'string', default: '0' },
+      compression: { type: 'string', default: 'none' },
       json: { type: 'string' },
       'no-gloo': { type: 'boolean', default: false },
       'no-tcp': { type: 'boolean', default: false },
@@ -110,6 +128,8 @@ function parseOptions(argv: string[]): BenchOptions {
     warmup: parseCount('warmup', values.warmup, 1),
     rounds: parseCount('rounds', values.rounds, 1),
     sliceBytes: values['slice-bytes'].split(',').map((text) => (text === '0' ? 0 : parseSize(text))),
+    bucketBytes: values['bucket-bytes'].split(',').map((text) => (text === '0' ? 0 : parseSize(text))),
+    compressions: values.compression.split(',').map(parseCompression),
     json: values.json ?? null,
     gloo: !values['no-gloo'],
     tcp: !values['no-tcp'],
@@ -124,14 +144,38 @@ function runTimeoutMs(options: BenchOptions, bytes: number): number {
   return options.timeoutMs ?? 60_000 + Math.ceil((calls * bytes) / 10e6) * 1000;
 }
 
-function ringLabel(sliceBytes: number, options: BenchOptions): string {
-  return options.sliceBytes.length === 1 && sliceBytes === 0
-    ? 'ringtrain'
-    : `ringtrain slice=${sliceBytes === 0 ? 'default' : formatBytes(sliceBytes).replace(' ', '')}`;
+/** A ringtrain configuration under test: one value of each of --slice-bytes, --bucket-bytes and --compression. */
+interface RingVariant {
+  sliceBytes: number;
+  bucketBytes: number;
+  compression: Compression;
 }
 
-async function startRingGroup(world: number, sliceBytes: number, options: BenchOptions, all: BenchChild[]): Promise<WorkerGroup> {
-  const implementation = ringLabel(sliceBytes, options);
+/** Returns every combination of the ring settings in the options. */
+function ringVariants(options: BenchOptions): RingVariant[] {
+  return options.sliceBytes.flatMap((sliceBytes) =>
+    options.bucketBytes.flatMap((bucketBytes) => options.compressions.map((compression) => ({ sliceBytes, bucketBytes, compression }))),
+  );
+}
+
+/** Names a variant by the settings that the command line varies, e.g. "ringtrain bucket=4MiB fp16". */
+function ringLabel(variant: RingVariant, options: BenchOptions): string {
+  const size = (bytes: number, zero: string): string => (bytes === 0 ? zero : formatBytes(bytes).replace(' ', ''));
+  const parts = ['ringtrain'];
+  if (options.sliceBytes.length > 1 || variant.sliceBytes !== 0) {
+    parts.push(`slice=${size(variant.sliceBytes, 'default')}`);
+  }
+  if (options.bucketBytes.length > 1 || variant.bucketBytes !== 0) {
+    parts.push(`bucket=${size(variant.bucketBytes, 'whole')}`);
+  }
+  if (options.compressions.length > 1 || variant.compression !== 'none') {
+    parts.push(variant.compression);
+  }
+  return parts.join(' ');
+}
+
+async function startRingGroup(world: number, variant: RingVariant, options: BenchOptions, all: BenchChild[]): Promise<WorkerGroup> {
+  const implementation = ringLabel(variant, options);
   const profileArgs = options.profileDir === null ? [] : ['--cpu-prof', '--cpu-prof-dir', options.profileDir];
   const children = Array.from({ length: world }, (_, rank) =>
     BenchChild.start(`${implementation} rank ${rank}`, process.execPath, [...profileArgs, ringWorkerScript]),
@@ -140,7 +184,7 @@ async function startRingGroup(world: number, sliceBytes: number, options: BenchO
   const setupMs = options.timeoutMs ?? 60_000;
   const ports = await Promise.all(children.map(async (child) => Number((await child.next('ready', setupMs)).port)));
   for (const [rank, child] of children.entries()) {
-    child.send({ type: 'connect', rank, ports, sliceBytes, timeoutMs: 120_000 });
+    child.send({ type: 'connect', rank, ports, ...variant, timeoutMs: 120_000 });
   }
   await Promise.all(children.map((child) => child.next('connected', setupMs)));
   return { implementation, children };
@@ -205,8 +249,8 @@ async function measureCeiling(ceilings: number[]): Promise<void> {
 
 async function benchmarkWorld(world: number, options: BenchOptions, useGloo: boolean, records: AllReduceRecord[], all: BenchChild[]): Promise<void> {
   const groups: WorkerGroup[] = [];
-  for (const sliceBytes of options.sliceBytes) {
-    groups.push(await startRingGroup(world, sliceBytes, options, all));
+  for (const variant of ringVariants(options)) {
+    groups.push(await startRingGroup(world, variant, options, all));
   }
   if (useGloo) {
     groups.push(await startGlooGroup(world, options, all));
@@ -222,7 +266,7 @@ async function benchmarkWorld(world: number, options: BenchOptions, useGloo: boo
         times.get(group.implementation)!.push(...calls);
         cpuTimes.get(group.implementation)!.push(cpuMs);
         console.log(
-          `world ${world}  ${formatBytes(bytes).padStart(8)}  ${group.implementation.padEnd(24)} round ${round + 1}: ` +
+          `world ${world}  ${formatBytes(bytes).padStart(8)}  ${group.implementation.padEnd(32)} round ${round + 1}: ` +
             `median ${median(calls).toFixed(1)} ms, CPU of all ranks ${cpuMs.toFixed(1)} ms per call ` +
             `(system ${systemMs.toFixed(1)} ms), load ${formatLoad()}`,
         );

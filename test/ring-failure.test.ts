@@ -57,7 +57,7 @@ test('silent neighbour rejects collective timeout', async (t) => {
   // Rank 0 receives from rank 2 first, so it is the rank that waits for the silent one.
   const error0 = reasonOf(t, rank0.result, 'rank 0');
   t.is(codeOf(error0), 'RINGTRAIN_ERR_COLLECTIVE_TIMEOUT');
-  t.regex(error0.message, /waiting for a frame from rank 2 in reduce-scatter step 0 of collective 0/);
+  t.regex(error0.message, /waiting for a frame from rank 2 in reduce-scatter step 0 of bucket 0 of collective 0/);
   t.true(rank0.ms >= timeoutMs - 5, `rank 0 gave up after ${rank0.ms} ms`);
   t.true(rank0.ms < timeoutMs + 1000, `rank 0 took ${rank0.ms} ms`);
   // Rank 1 either times out too or hears rank 0 abort first; both are fine, hanging is not.
@@ -86,7 +86,7 @@ test('wrong run id dial is rejected', async (t) => {
     intruder.on('open', () => resolve());
     intruder.on('error', reject);
   });
-  intruder.send(JSON.stringify({ type: 'hello', protocol: 'ringtrain-ring', version: 1, runId: 'other-run', rank: 1, worldSize: 3 }));
+  intruder.send(JSON.stringify({ type: 'hello', protocol: 'ringtrain-ring', version: 2, runId: 'other-run', rank: 1, worldSize: 3 }));
   const intruderPort = (intruder as unknown as { _socket: { localPort: number } })._socket.localPort;
 
   const rings = await Promise.all([0, 1, 2].map((rank) => connectRank(t, listeners, rank, { logger })));
@@ -182,7 +182,7 @@ async function ringWithHandmadeRank0(t: ExecutionContext, logger = silentLogger(
   const sendSocket = new Promise<WebSocket>((resolve) => {
     server.on('connection', (socket) => {
       socket.once('message', () => {
-        socket.send(JSON.stringify({ type: 'welcome', protocol: 'ringtrain-ring', version: 1, runId, rank: 0, worldSize: 2 }));
+        socket.send(JSON.stringify({ type: 'welcome', protocol: 'ringtrain-ring', version: 2, runId, rank: 0, worldSize: 2 }));
         resolve(socket);
       });
     });
@@ -192,7 +192,7 @@ async function ringWithHandmadeRank0(t: ExecutionContext, logger = silentLogger(
   const dialer = new WebSocket(`ws://127.0.0.1:${listener.port}${RING_PATH}`, { perMessageDeflate: false });
   t.teardown(() => dialer.terminate());
   dialer.on('open', () => {
-    dialer.send(JSON.stringify({ type: 'hello', protocol: 'ringtrain-ring', version: 1, runId, rank: 0, worldSize: 2 }));
+    dialer.send(JSON.stringify({ type: 'hello', protocol: 'ringtrain-ring', version: 2, runId, rank: 0, worldSize: 2 }));
   });
   dialer.on('error', () => undefined);
   const serverPort = (server.address() as AddressInfo).port;
@@ -211,28 +211,37 @@ async function ringWithHandmadeRank0(t: ExecutionContext, logger = silentLogger(
   return { ring, sendSocket: await sendSocket };
 }
 
-/** Builds a frame with a valid 32-byte header (layout in docs/ring-wire.md) and `count` float32 zeros. */
-function handmadeFrame(totalLength: number, offset: number, count: number): Buffer {
-  const frame = Buffer.alloc(32 + count * 4);
+/**
+ * Builds a frame with a valid 40-byte header (layout in docs/ring-wire.md) and `count` zeros of
+ * `elementType` (1 float32, 2 fp16); the single bucket covers `bucketElements` elements.
+ */
+function handmadeFrame(totalLength: number, offset: number, count: number, elementType = 1, bucketElements = totalLength): Buffer {
+  const frame = Buffer.alloc(40 + count * (elementType === 1 ? 4 : 2));
   frame.write('RTAR', 0, 'latin1');
-  frame.writeUInt16LE(1, 4); // version
-  frame.writeUInt16LE(1, 6); // reduce-scatter
+  frame.writeUInt16LE(2, 4); // version
+  frame.writeUInt8(1, 6); // reduce-scatter
+  frame.writeUInt8(elementType, 7);
   frame.writeUInt32LE(0, 8); // step
   frame.writeUInt32LE(0, 12); // collective
   frame.writeUInt32LE(0, 16); // sender rank
   frame.writeUInt32LE(totalLength, 20);
-  frame.writeUInt32LE(offset, 24);
-  frame.writeUInt32LE(count, 28);
+  frame.writeUInt32LE(0, 24); // bucket
+  frame.writeUInt32LE(bucketElements, 28);
+  frame.writeUInt32LE(offset, 32);
+  frame.writeUInt32LE(count, 36);
   return frame;
 }
 
 const badFrames: { name: string; data: Buffer | string; pattern: RegExp }[] = [
-  { name: 'short frame', data: Buffer.from('garbage'), pattern: /fewer than the 32-byte header/ },
-  { name: 'wrong magic', data: Buffer.alloc(40), pattern: /magic 0x0 version 0/ },
+  { name: 'short frame', data: Buffer.from('garbage'), pattern: /fewer than the 40-byte header/ },
+  { name: 'wrong magic', data: Buffer.alloc(48), pattern: /magic 0x0 version 0/ },
   { name: 'text frame', data: 'not binary', pattern: /text frame/ },
-  { name: 'truncated payload', data: handmadeFrame(8, 0, 4).subarray(0, 40), pattern: /announces 4 elements/ },
-  // 32 + 8192 = 8224 bytes against the default maxPayload of rank 1: 32-byte header + 4096-byte slices = 4128.
-  { name: 'oversized frame', data: Buffer.alloc(32 + 8192), pattern: /message of at least 8224 bytes, above the maximum payload of 4128 bytes/ },
+  { name: 'truncated payload', data: handmadeFrame(8, 0, 4).subarray(0, 48), pattern: /announces 4 float32 elements/ },
+  // 40 + 8192 = 8232 bytes against the default maxPayload of rank 1: 40-byte header + 4096-byte slices = 4136.
+  { name: 'oversized frame', data: Buffer.alloc(40 + 8192), pattern: /message of at least 8232 bytes, above the maximum payload of 4136 bytes/ },
+  { name: 'unknown element type', data: handmadeFrame(8, 0, 4, 9), pattern: /element type 9/ },
+  { name: 'compression mismatch', data: handmadeFrame(8, 0, 4, 2), pattern: /rank 1 reduces float32 values but rank 0 sent fp16 values/ },
+  { name: 'bucket size mismatch', data: handmadeFrame(8, 0, 4, 1, 4), pattern: /bucket 0 of at most 8 elements .* at most 4 elements/ },
   { name: 'length mismatch', data: handmadeFrame(9, 0, 5), pattern: /rank 1 called allReduce with 8 elements, but rank 0 sent a frame for 9 elements/ },
   { name: 'wrong offset', data: handmadeFrame(8, 1, 3), pattern: /expected elements from offset 0 .* covers offset 1 with 3 elements/ },
 ];

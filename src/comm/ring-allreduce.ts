@@ -12,7 +12,7 @@
 import { endianness } from 'node:os';
 import type { Logger } from 'pino';
 import { hasCode } from '../errors.js';
-import { runRingAllReduce } from './ring-collective.js';
+import { BucketedRun, COMPRESSIONS, checkFillIndex, elementTypeOf, type BucketedAllReduce, type Compression } from './ring-buckets.js';
 import { CollectiveBuffers } from './ring-frame-pool.js';
 import { dialPrevious, type RingPeerAddress } from './ring-dial.js';
 import { FRAME_HEADER_BYTES } from './ring-frame.js';
@@ -22,6 +22,7 @@ import type { RingListener } from './ring-listener.js';
 import type { ReceiveLink } from './ring-receive-link.js';
 
 export type { RingPeerAddress } from './ring-dial.js';
+export type { BucketedAllReduce, Compression } from './ring-buckets.js';
 
 /**
  * Default size of the slices that a rank cuts its own chunk into; 1 MiB. With 2 and 4 ranks on a 2-vCPU
@@ -29,6 +30,22 @@ export type { RingPeerAddress } from './ring-dial.js';
  * benchmark's ranks at 16 and 64 MiB), so the smaller of the two good sizes keeps frames small.
  */
 export const DEFAULT_SLICE_BYTES = 1024 * 1024;
+
+/**
+ * Default largest bucket of a bucketed all-reduce, in float32 bytes; 1 MiB. In one benchmark run with 2 and
+ * 4 ranks at 16 and 64 MiB on a 2-vCPU machine, 1 MiB was the fastest of whole, 1, 4 and 16 MiB buckets
+ * at every size (docs/benchmarks.md). NOTE: that run had heavy other load (load average 4 to 15), so the
+ * differences are not firmly established.
+ */
+export const DEFAULT_BUCKET_BYTES = 1024 * 1024;
+
+/** Options of one `Ring.beginAllReduce` call; both default to the ring's connect options. */
+export interface AllReduceOptions {
+  /** Largest bucket in float32 bytes (rounded down to whole values); every rank must pass the same. */
+  bucketBytes?: number;
+  /** Wire format of the values; every rank must pass the same. */
+  compression?: Compression;
+}
 
 /** Time that `close()` waits for a neighbour's close frame before destroying the socket. */
 const CLOSE_GRACE_MS = 2000;
@@ -63,6 +80,13 @@ export interface RingConnectOptions {
   maxPayload?: number;
   /** Run token presented when dialing the previous rank, or null for an open run. */
   token?: string | null;
+  /** Default largest bucket of `allReduce` and `beginAllReduce`, in float32 bytes; default DEFAULT_BUCKET_BYTES. */
+  bucketBytes?: number;
+  /**
+   * Default wire format of the values: 'none' (float32), 'fp16' or 'bf16' (16-bit values, float32 sums);
+   * default 'none'. A ring of one rank sends nothing and leaves the buffer unchanged whatever this is.
+   */
+  compression?: Compression;
 }
 
 type RingState = 'open' | 'running' | 'closed';
@@ -75,6 +99,8 @@ export class Ring {
   private readonly logger: Logger;
   private readonly timeoutMs: number;
   private readonly sliceElements: number;
+  private readonly bucketBytes: number;
+  private readonly compression: Compression;
   private readonly previous: ReceiveLink | null;
   private readonly next: SendLink | null;
   private readonly buffers = new CollectiveBuffers();
@@ -92,6 +118,8 @@ export class Ring {
     this.logger = options.logger;
     this.timeoutMs = options.timeoutMs;
     this.sliceElements = sliceElements;
+    this.bucketBytes = options.bucketBytes ?? DEFAULT_BUCKET_BYTES;
+    this.compression = options.compression ?? 'none';
     this.previous = previous;
     this.next = next;
     previous?.onFailure((failure) => this.handleLinkFailure(failure));
@@ -149,7 +177,16 @@ export class Ring {
       throw reason;
     }
     logger.info(
-      { rank, worldSize, runId, previous: options.previous, next: options.next, sliceBytes: sliceElements * 4 },
+      {
+        rank,
+        worldSize,
+        runId,
+        previous: options.previous,
+        next: options.next,
+        sliceBytes: sliceElements * 4,
+        bucketBytes: options.bucketBytes ?? DEFAULT_BUCKET_BYTES,
+        compression: options.compression ?? 'none',
+      },
       'ring connected',
     );
     return new Ring(options, sliceElements, dialed.value, accepted.value);
@@ -161,20 +198,37 @@ export class Ring {
   }
 
   /**
-   * Sums `buffer` element-wise across all ranks, in place: reduce-scatter, then all-gather. Every rank must
-   * call it in the same order with a buffer of the same length. Rejects with RINGTRAIN_ERR_PROTOCOL (length
-   * or order mismatch, malformed frame), RINGTRAIN_ERR_PEER_CLOSED (a neighbour disconnected) or
-   * RINGTRAIN_ERR_COLLECTIVE_TIMEOUT (no progress for timeoutMs). After a rejection the ring is unusable and
-   * its links are closed, so every later call rejects with the same error, and the buffer's contents are
-   * unspecified. Frames are sent straight from `buffer`, so it must not change until the call settles.
+   * Sums `buffer` element-wise across all ranks, in place: reduce-scatter, then all-gather, bucket by bucket
+   * with the ring's bucketBytes and compression. Every rank must call it in the same order with a buffer of
+   * the same length. Rejects with RINGTRAIN_ERR_PROTOCOL (length, order or setting mismatch, malformed
+   * frame), RINGTRAIN_ERR_PEER_CLOSED (a neighbour disconnected) or RINGTRAIN_ERR_COLLECTIVE_TIMEOUT (no
+   * progress for timeoutMs). After a rejection the ring is unusable and its links are closed, so every
+   * later call rejects with the same error, and the buffer's contents are unspecified. Frames are sent
+   * straight from `buffer`, so it must not change until the call settles.
    */
   async allReduce(buffer: Float32Array): Promise<void> {
+    const reduction = this.beginAllReduce(buffer);
+    reduction.markFilled(buffer.length);
+    await reduction.done;
+  }
+
+  /**
+   * Starts a bucketed all-reduce of `buffer`; bucket k is sent once markFilled() has covered it. The caller
+   * may keep writing elements beyond the last markFilled index, and must call markFilled(buffer.length)
+   * before `done` can settle. `done` rejects like `allReduce`. Raises at once (TypeError, RangeError or
+   * Error) for an invalid buffer or option, a call while another all-reduce runs or after `close()`, and
+   * the ring's earlier failure.
+   */
+  beginAllReduce(buffer: Float32Array, options: AllReduceOptions = {}): BucketedAllReduce {
     if (!(buffer instanceof Float32Array)) {
       throw new TypeError(`allReduce expects a Float32Array (got ${describeValue(buffer)})`);
     }
     if (buffer.length > 0xffffffff) {
       throw new RangeError(`allReduce supports at most 2^32 - 1 elements (got ${buffer.length}); split the buffer`);
     }
+    const bucketElements = bucketElementsOf(options.bucketBytes ?? this.bucketBytes);
+    const compression = options.compression ?? this.compression;
+    checkCompression(compression);
     if (this.state === 'closed') {
       throw new Error(`allReduce called on rank ${this.rank} after ring.close(); connect a new Ring`);
     }
@@ -187,35 +241,45 @@ export class Ring {
     const sequence = this.sequence;
     this.sequence = (this.sequence + 1) % 0x1_0000_0000;
     if (this.previous === null || this.next === null) {
-      return;
+      return {
+        markFilled: (endIndex) => checkFillIndex(endIndex, buffer.length),
+        done: Promise.resolve(),
+      };
     }
     this.state = 'running';
-    try {
-      await runRingAllReduce(
-        {
-          rank: this.rank,
-          worldSize: this.worldSize,
-          previous: this.previous,
-          next: this.next,
-          timeoutMs: this.timeoutMs,
-          sliceElements: this.sliceElements,
-          buffers: this.buffers,
-        },
-        buffer,
-        sequence,
-      );
-      this.completed += 1;
-      this.applyCloseAfterCollective();
-    } catch (error) {
-      // close() during the collective already failed the links; the ring is gone, so nothing to abort.
-      if (!this.isClosed()) {
-        this.abort(error as Error, `ring all-reduce failed in collective ${sequence}`);
-      }
-      throw error;
-    } finally {
-      if (this.state === 'running') {
-        this.state = 'open';
-      }
+    const context = {
+      rank: this.rank,
+      worldSize: this.worldSize,
+      previous: this.previous,
+      next: this.next,
+      timeoutMs: this.timeoutMs,
+      sliceElements: this.sliceElements,
+      buffers: this.buffers,
+    };
+    const run = new BucketedRun(context, buffer, sequence, bucketElements, elementTypeOf(compression));
+    const done = run.done.then(
+      () => {
+        this.completed += 1;
+        this.applyCloseAfterCollective();
+        this.endRunning();
+      },
+      (error: Error) => {
+        // close() during the collective already failed the links; the ring is gone, so nothing to abort.
+        if (!this.isClosed()) {
+          this.abort(error, `ring all-reduce failed in collective ${sequence}`);
+        }
+        this.endRunning();
+        throw error;
+      },
+    );
+    // The failure is logged by abort(), so a caller that drops `done` must not crash the process.
+    done.catch(() => undefined);
+    return { markFilled: (endIndex) => run.markFilled(endIndex), done };
+  }
+
+  private endRunning(): void {
+    if (this.state === 'running') {
+      this.state = 'open';
     }
   }
 
@@ -314,6 +378,13 @@ function validateOptions(options: RingConnectOptions): number {
     throw new RangeError(`ring connectTimeoutMs must be a positive number of milliseconds (got ${String(connectTimeoutMs)})`);
   }
 
+  if (options.bucketBytes !== undefined) {
+    bucketElementsOf(options.bucketBytes);
+  }
+  if (options.compression !== undefined) {
+    checkCompression(options.compression);
+  }
+
   const sliceBytes = options.sliceBytes ?? DEFAULT_SLICE_BYTES;
   if (!Number.isInteger(sliceBytes) || sliceBytes < 4) {
     throw new RangeError(`ring sliceBytes must be an integer of at least 4 bytes (got ${String(sliceBytes)})`);
@@ -336,6 +407,24 @@ function validateOptions(options: RingConnectOptions): number {
     }
   }
   return sliceElements;
+}
+
+/** Returns the bucket length in elements for `bucketBytes`; raises a RangeError below one float32 value. */
+function bucketElementsOf(bucketBytes: number): number {
+  if (!Number.isInteger(bucketBytes) || bucketBytes < 4) {
+    throw new RangeError(
+      `ring bucketBytes must be an integer of at least 4 bytes (got ${String(bucketBytes)}); set allreduce.bucketBytes`,
+    );
+  }
+  return Math.floor(bucketBytes / 4);
+}
+
+function checkCompression(compression: unknown): void {
+  if (!COMPRESSIONS.includes(compression as Compression)) {
+    throw new RangeError(
+      `ring compression must be one of ${COMPRESSIONS.join(', ')} (got ${describeValue(compression)}); set allreduce.compression`,
+    );
+  }
 }
 
 function describeValue(value: unknown): string {

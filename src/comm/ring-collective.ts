@@ -1,5 +1,6 @@
 /**
- * One ring all-reduce over two connected links: N-1 reduce-scatter steps, then N-1 all-gather steps.
+ * One ring all-reduce of one bucket (a contiguous region of the caller's buffer) over two connected
+ * links: N-1 reduce-scatter steps, then N-1 all-gather steps.
  *
  * Rank r first sends its own chunk r. Every later frame is one just received from the previous rank,
  * forwarded to the next rank as soon as it is applied, so slices of a step stream through the ring
@@ -11,10 +12,25 @@
  * pool (reduce-scatter) or into the caller's buffer (all-gather), and the frame is applied as soon as it
  * is complete. Frames whose payload is in the buffer are sent from there without a copy. The whole own
  * chunk is handed to the socket at the start, so forwarded frames follow it in step order.
+ *
+ * With fp16 or bf16 compression every payload travels in pool frames as 16-bit values and every sum is a
+ * float32 sum of the decoded value and the local value. The rank that completes a chunk's sum rounds its
+ * own copy through the 16-bit format before sending it, so all ranks end with the same bits.
  */
 import { RingtrainError } from '../errors.js';
-import { ChunkLayout, FRAME_HEADER_BYTES, RingPhase, phaseName, writeFrameHeader, type FrameHeader } from './ring-frame.js';
+import {
+  ChunkLayout,
+  ElementType,
+  FRAME_HEADER_BYTES,
+  RingPhase,
+  elementBytes,
+  elementTypeName,
+  phaseName,
+  writeFrameHeader,
+  type FrameHeader,
+} from './ring-frame.js';
 import type { CollectiveBuffers } from './ring-frame-pool.js';
+import { applyHalfFrame, encodeIntoFrame, type HalfFrameRole } from './ring-compressed.js';
 import type { SendLink } from './ring-link.js';
 import type { FrameConsumer, ReceiveLink } from './ring-receive-link.js';
 import { addInto } from './ring-reduce.js';
@@ -32,6 +48,19 @@ export interface CollectiveContext {
   buffers: CollectiveBuffers;
 }
 
+/** The part of the buffer that one collective reduces, and how its values travel. */
+export interface BucketRegion {
+  /** Bucket index within the collective. */
+  index: number;
+  /** Index of the bucket's first element in the buffer. */
+  start: number;
+  /** Number of elements in the bucket. */
+  length: number;
+  /** Largest bucket length of the collective; every rank must use the same. */
+  maxElements: number;
+  elementType: ElementType;
+}
+
 /** Position of a frame in the collective, for the header and for messages. */
 interface StepPosition {
   phase: RingPhase;
@@ -39,12 +68,13 @@ interface StepPosition {
 }
 
 /**
- * Sums `buffer` element-wise across all ranks, in place. `sequence` is the collective's number; every rank
- * must pass the same. Rejects with RINGTRAIN_ERR_PROTOCOL, _PEER_CLOSED or _COLLECTIVE_TIMEOUT.
+ * Sums the elements of `buffer` in `region` across all ranks, in place. `sequence` is the collective's
+ * number; every rank must pass the same sequence and region. Rejects with RINGTRAIN_ERR_PROTOCOL,
+ * _PEER_CLOSED or _COLLECTIVE_TIMEOUT.
  */
-export function runRingAllReduce(context: CollectiveContext, buffer: Float32Array, sequence: number): Promise<void> {
+export function runRingAllReduce(context: CollectiveContext, buffer: Float32Array, sequence: number, region: BucketRegion): Promise<void> {
   return new Promise<void>((resolve, reject) => {
-    new CollectiveRun(context, buffer, sequence, resolve, reject).start();
+    new CollectiveRun(context, buffer, sequence, region, resolve, reject).start();
   });
 }
 
@@ -53,7 +83,12 @@ class CollectiveRun implements FrameConsumer {
   private readonly context: CollectiveContext;
   private readonly buffer: Float32Array;
   private readonly bufferBytes: Uint8Array;
+  /** The buffer's float32 values as integer bits, for the 16-bit conversions. */
+  private readonly bufferBits: Uint32Array;
   private readonly sequence: number;
+  private readonly region: BucketRegion;
+  /** Bytes per payload value: 4, or 2 with compression. */
+  private readonly valueBytes: number;
   private readonly layout: ChunkLayout;
   private readonly totalSteps: number;
   private readonly resolve: () => void;
@@ -84,14 +119,18 @@ class CollectiveRun implements FrameConsumer {
     context: CollectiveContext,
     buffer: Float32Array,
     sequence: number,
+    region: BucketRegion,
     resolve: () => void,
     reject: (error: Error) => void,
   ) {
     this.context = context;
     this.buffer = buffer;
     this.bufferBytes = new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+    this.bufferBits = new Uint32Array(buffer.buffer, buffer.byteOffset, buffer.length);
     this.sequence = sequence;
-    this.layout = new ChunkLayout(buffer.length, context.worldSize);
+    this.region = region;
+    this.valueBytes = elementBytes(region.elementType);
+    this.layout = new ChunkLayout(region.length, context.worldSize);
     this.totalSteps = 2 * (context.worldSize - 1);
     this.resolve = resolve;
     this.reject = reject;
@@ -115,7 +154,7 @@ class CollectiveRun implements FrameConsumer {
       }),
     );
     this.watchdog = setTimeout(() => this.checkProgress(), this.context.timeoutMs);
-    this.ownStart = this.layout.start(rank);
+    this.ownStart = this.region.start + this.layout.start(rank);
     this.ownEnd = this.ownStart + this.layout.chunkLength(rank);
     this.enterStep(0);
     this.sendOwnChunk();
@@ -134,13 +173,13 @@ class CollectiveRun implements FrameConsumer {
     this.position = stepPosition(step, worldSize);
     const chunk =
       this.position.phase === RingPhase.ReduceScatter ? modulo(rank - step - 1, worldSize) : modulo(rank - this.position.step, worldSize);
-    this.offset = this.layout.start(chunk);
+    this.offset = this.region.start + this.layout.start(chunk);
     this.chunkEnd = this.offset + this.layout.chunkLength(chunk);
   }
 
   /**
    * Checks the header of a frame from the previous rank and returns where its payload goes: a pool frame in
-   * reduce-scatter, where the values are added first, and the caller's buffer in all-gather.
+   * reduce-scatter, where the values are added first, and the caller's buffer in an uncompressed all-gather.
    */
   beginFrame(header: FrameHeader): Uint8Array | null {
     if (this.settled) {
@@ -154,12 +193,13 @@ class CollectiveRun implements FrameConsumer {
       return null;
     }
     this.current = header;
-    if (this.position.phase === RingPhase.AllGather) {
+    if (this.position.phase === RingPhase.AllGather && this.valueBytes === 4) {
       this.currentFrame = null;
       return this.bufferBytes.subarray(header.offset * 4, (header.offset + header.count) * 4);
     }
-    this.currentFrame = this.context.buffers.takeFrame(header.count);
-    return this.currentFrame.subarray(FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + header.count * 4);
+    const payloadBytes = header.count * this.valueBytes;
+    this.currentFrame = this.context.buffers.takeFrame(payloadBytes);
+    return this.currentFrame.subarray(FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + payloadBytes);
   }
 
   /** Applies the frame whose payload has just arrived, forwards it, and moves on to the next position. */
@@ -172,24 +212,12 @@ class CollectiveRun implements FrameConsumer {
     const frame = this.currentFrame;
     this.current = null;
     this.currentFrame = null;
-    const { worldSize, rank, buffers } = this.context;
+    const { worldSize, rank } = this.context;
     const forward = this.step + 1 < this.totalSteps ? { ...header, ...stepPosition(this.step + 1, worldSize), senderRank: rank } : null;
-    const local = this.buffer.subarray(header.offset, header.offset + header.count);
-    if (frame !== null) {
-      const received = new Float32Array(frame.buffer, frame.byteOffset + FRAME_HEADER_BYTES, header.count);
-      if (this.position.step < worldSize - 2) {
-        // A partial sum travels on in the received frame; all-gather overwrites this chunk of the buffer later.
-        addInto(received, received, local, header.count);
-        writeFrameHeader(frame, forward!);
-        this.sendFrame(frame.subarray(0, FRAME_HEADER_BYTES + header.count * 4), frame);
-      } else {
-        // The last reduce-scatter step completes the sum: it stays in the buffer and leaves from there.
-        addInto(local, received, local, header.count);
-        buffers.releaseFrame(frame);
-        this.sendFromBuffer(forward!);
-      }
-    } else if (forward !== null) {
-      this.sendFromBuffer(forward);
+    if (this.valueBytes === 4) {
+      this.applyFloat32(header, frame, forward);
+    } else {
+      this.applyHalf(header, frame!, forward);
     }
     this.offset += header.count;
     if (this.offset >= this.chunkEnd) {
@@ -202,28 +230,85 @@ class CollectiveRun implements FrameConsumer {
     }
   }
 
+  /** Applies a float32 frame: `frame` is its pool frame in reduce-scatter and null in all-gather. */
+  private applyFloat32(header: FrameHeader, frame: Buffer | null, forward: FrameHeader | null): void {
+    const local = this.buffer.subarray(header.offset, header.offset + header.count);
+    if (frame !== null) {
+      const received = new Float32Array(frame.buffer, frame.byteOffset + FRAME_HEADER_BYTES, header.count);
+      if (this.position.step < this.context.worldSize - 2) {
+        // A partial sum travels on in the received frame; all-gather overwrites this chunk of the buffer later.
+        addInto(received, received, local, header.count);
+        writeFrameHeader(frame, forward!);
+        this.sendFrame(frame.subarray(0, FRAME_HEADER_BYTES + header.count * 4), frame);
+      } else {
+        // The last reduce-scatter step completes the sum: it stays in the buffer and leaves from there.
+        addInto(local, received, local, header.count);
+        this.context.buffers.releaseFrame(frame);
+        this.sendFromBuffer(forward!);
+      }
+    } else if (forward !== null) {
+      this.sendFromBuffer(forward);
+    }
+  }
+
   /**
-   * Sends the own chunk, straight from the buffer, in slices of at most sliceElements. Its region of the
-   * buffer changes again only in all-gather step 0. By then every byte sent from it has reached the
-   * kernel, because its final sums depend on all of them having passed through the next rank.
+   * Applies a 16-bit frame, always received into the pool frame `frame`, and forwards that frame. All-gather
+   * forwards it unchanged, so the final values are rounded to 16 bits only once.
+   */
+  private applyHalf(header: FrameHeader, frame: Buffer, forward: FrameHeader | null): void {
+    const { phase, step } = this.position;
+    let role: HalfFrameRole = 'gather';
+    if (phase === RingPhase.ReduceScatter) {
+      role = step === this.context.worldSize - 2 ? 'final-sum' : 'partial-sum';
+    }
+    applyHalfFrame(frame, header.count, this.buffer, this.bufferBits, header.offset, this.region.elementType, role);
+    if (forward === null) {
+      this.context.buffers.releaseFrame(frame);
+      return;
+    }
+    writeFrameHeader(frame, forward);
+    this.sendFrame(frame.subarray(0, FRAME_HEADER_BYTES + header.count * 2), frame);
+  }
+
+  /**
+   * Sends the own chunk in slices of at most sliceElements: straight from the buffer for float32, else
+   * encoded into pool frames. Its region of the buffer changes again only in all-gather step 0. By then
+   * every byte sent from it has reached the kernel, because its final sums depend on all of them having
+   * passed through the next rank.
    */
   private sendOwnChunk(): void {
     const { sliceElements, rank } = this.context;
     let offset = this.ownStart;
     do {
       const count = Math.min(sliceElements, this.ownEnd - offset);
-      this.sendFromBuffer({
+      const header: FrameHeader = {
         phase: RingPhase.ReduceScatter,
+        elementType: this.region.elementType,
         step: 0,
         sequence: this.sequence,
         senderRank: rank,
         totalLength: this.buffer.length,
+        bucket: this.region.index,
+        bucketElements: this.region.maxElements,
         offset,
         count,
-      });
+      };
+      if (this.valueBytes === 4) {
+        this.sendFromBuffer(header);
+      } else {
+        this.sendEncoded(header);
+      }
       offset += count;
       // An empty own chunk still sends its one empty frame.
     } while (offset < this.ownEnd);
+  }
+
+  /** Sends the frame `header` with its payload encoded from the buffer into a pool frame. */
+  private sendEncoded(header: FrameHeader): void {
+    const frame = this.context.buffers.takeFrame(header.count * 2);
+    encodeIntoFrame(frame, this.bufferBits, header.offset, header.count, this.region.elementType);
+    writeFrameHeader(frame, header);
+    this.sendFrame(frame.subarray(0, FRAME_HEADER_BYTES + header.count * 2), frame);
   }
 
   /**
@@ -311,8 +396,8 @@ class CollectiveRun implements FrameConsumer {
   private checkHeader(header: FrameHeader): void {
     const { rank } = this.context;
     const peer = this.previousRank;
-    const { position, sequence } = this;
-    const where = `${phaseName(position.phase)} step ${position.step} of collective ${sequence}`;
+    const { position, sequence, region } = this;
+    const where = `${phaseName(position.phase)} step ${position.step} of bucket ${region.index} of collective ${sequence}`;
     if (header.totalLength !== this.buffer.length) {
       throw protocolError(
         `rank ${rank} called allReduce with ${this.buffer.length} elements, but rank ${peer} sent a frame for ` +
@@ -323,6 +408,19 @@ class CollectiveRun implements FrameConsumer {
       throw protocolError(
         `rank ${rank} is in collective ${sequence} but rank ${peer} sent a frame of collective ` +
           `${header.sequence}; every rank must call allReduce the same number of times in the same order`,
+      );
+    }
+    if (header.elementType !== region.elementType) {
+      throw protocolError(
+        `rank ${rank} reduces ${elementTypeName(region.elementType)} values but rank ${peer} sent ` +
+          `${elementTypeName(header.elementType)} values in ${where}; set the same allreduce.compression on every rank`,
+      );
+    }
+    if (header.bucketElements !== region.maxElements || header.bucket !== region.index) {
+      throw protocolError(
+        `rank ${rank} expected bucket ${region.index} of at most ${region.maxElements} elements but rank ${peer} ` +
+          `sent bucket ${header.bucket} of at most ${header.bucketElements} elements in ${where}; ` +
+          'set the same allreduce.bucketBytes on every rank',
       );
     }
     if (header.senderRank !== peer || header.phase !== position.phase || header.step !== position.step) {
@@ -345,7 +443,8 @@ class CollectiveRun implements FrameConsumer {
     return new RingtrainError(
       'RINGTRAIN_ERR_COLLECTIVE_TIMEOUT',
       `rank ${this.context.rank} timed out after ${this.context.timeoutMs} ms waiting for ${awaited} in ` +
-        `${phaseName(position.phase)} step ${position.step} of collective ${this.sequence}; check that rank ${peerRank} ` +
+        `${phaseName(position.phase)} step ${position.step} of bucket ${this.region.index} of collective ${this.sequence}; ` +
+        `check that rank ${peerRank} ` +
         'is running and calls allReduce as often as the others, or raise allreduce.timeoutMs',
     );
   }

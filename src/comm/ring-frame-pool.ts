@@ -16,14 +16,14 @@ export class CollectiveBuffers {
   /** Size of the largest frame requested so far; new frames get this size, so any free frame fits. */
   private frameBytes = 0;
 
-  /** Returns a frame with room for `payloadElements` values; its first byte is 4-byte aligned. */
-  takeFrame(payloadElements: number): Buffer {
-    const bytes = FRAME_HEADER_BYTES + payloadElements * 4;
+  /** Returns a frame with room for `payloadBytes` bytes of payload; its first byte is 8-byte aligned. */
+  takeFrame(payloadBytes: number): Buffer {
+    const bytes = FRAME_HEADER_BYTES + payloadBytes;
     if (bytes > this.frameBytes) {
       this.frameBytes = bytes;
       this.free.length = 0;
     }
-    // allocUnsafeSlow gives the frame its own ArrayBuffer at offset 0, so the payload is 4-byte aligned.
+    // allocUnsafeSlow gives the frame its own ArrayBuffer at offset 0, so the payload is 8-byte aligned.
     return this.free.pop() ?? Buffer.allocUnsafeSlow(this.frameBytes);
   }
 

@@ -4,14 +4,14 @@
  */
 import { RingtrainError } from '../errors.js';
 
-/** Bytes before the float32 payload of every data frame. A multiple of 4, so an aligned frame has an aligned payload. */
-export const FRAME_HEADER_BYTES = 32;
+/** Bytes before the payload of every data frame. A multiple of 8, so an aligned frame has an aligned payload. */
+export const FRAME_HEADER_BYTES = 40;
 
 /** The ASCII bytes "RTAR" read as a little-endian uint32. */
 export const FRAME_MAGIC = 0x52415452;
 
 /** Version of the data frame layout; a frame with another version is a protocol error. */
-export const FRAME_VERSION = 1;
+export const FRAME_VERSION = 2;
 
 /** Phase of a ring collective, as stored in the frame header. */
 export enum RingPhase {
@@ -19,9 +19,29 @@ export enum RingPhase {
   AllGather = 2,
 }
 
-/** The fields of a data frame header, in elements (float32 values) where they are lengths. */
+/** Type of the payload values, as stored in the frame header. */
+export enum ElementType {
+  Float32 = 1,
+  /** IEEE 754 binary16. */
+  Float16 = 2,
+  /** bfloat16, the upper 16 bits of a float32. */
+  BFloat16 = 3,
+}
+
+/** Returns the size of one payload value of type `type` in bytes. */
+export function elementBytes(type: ElementType): number {
+  return type === ElementType.Float32 ? 4 : 2;
+}
+
+/** Returns the name of an element type for messages: "float32", "fp16" or "bf16". */
+export function elementTypeName(type: ElementType): string {
+  return type === ElementType.Float32 ? 'float32' : type === ElementType.Float16 ? 'fp16' : 'bf16';
+}
+
+/** The fields of a data frame header, in elements (buffer values) where they are lengths. */
 export interface FrameHeader {
   phase: RingPhase;
+  elementType: ElementType;
   /** Ring step within the phase, 0 to worldSize - 2. */
   step: number;
   /** Number of collectives this ring ran before this one, modulo 2^32. */
@@ -30,9 +50,13 @@ export interface FrameHeader {
   senderRank: number;
   /** Length of the whole buffer being reduced. */
   totalLength: number;
+  /** Index of the bucket this frame belongs to, 0 for an unbucketed all-reduce. */
+  bucket: number;
+  /** Largest bucket length of this collective in elements, the same on every rank. */
+  bucketElements: number;
   /** Index of the first payload element within the whole buffer. */
   offset: number;
-  /** Number of float32 values in the payload. */
+  /** Number of values in the payload. */
   count: number;
 }
 
@@ -45,18 +69,22 @@ export function phaseName(phase: RingPhase): string {
 export function writeFrameHeader(frame: Buffer, header: FrameHeader): void {
   frame.writeUInt32LE(FRAME_MAGIC, 0);
   frame.writeUInt16LE(FRAME_VERSION, 4);
-  frame.writeUInt16LE(header.phase, 6);
+  frame.writeUInt8(header.phase, 6);
+  frame.writeUInt8(header.elementType, 7);
   frame.writeUInt32LE(header.step, 8);
   frame.writeUInt32LE(header.sequence >>> 0, 12);
   frame.writeUInt32LE(header.senderRank, 16);
   frame.writeUInt32LE(header.totalLength, 20);
-  frame.writeUInt32LE(header.offset, 24);
-  frame.writeUInt32LE(header.count, 28);
+  frame.writeUInt32LE(header.bucket, 24);
+  frame.writeUInt32LE(header.bucketElements, 28);
+  frame.writeUInt32LE(header.offset, 32);
+  frame.writeUInt32LE(header.count, 36);
 }
 
 /**
  * Reads the header of a received frame from its first FRAME_HEADER_BYTES bytes. Raises RINGTRAIN_ERR_PROTOCOL
- * when the magic or the version differs; `source` names the sender in the message. The caller checks the
+ * when the magic or the version differs or the element type is unknown; `source` names the sender in the
+ * message. The caller checks the
  * frame's length with `checkFrameLength` once the whole frame has arrived.
  */
 export function parseFrameHeader(header: Buffer, source: string): FrameHeader {
@@ -69,34 +97,46 @@ export function parseFrameHeader(header: Buffer, source: string): FrameHeader {
         `(expected 0x${FRAME_MAGIC.toString(16)} version ${FRAME_VERSION}); run the same ringtrain version on every worker`,
     );
   }
+  const elementType = header.readUInt8(7);
+  if (elementType !== ElementType.Float32 && elementType !== ElementType.Float16 && elementType !== ElementType.BFloat16) {
+    throw new RingtrainError(
+      'RINGTRAIN_ERR_PROTOCOL',
+      `ring frame from ${source} has element type ${elementType} (expected 1 float32, 2 fp16 or 3 bf16); ` +
+        'run the same ringtrain version on every worker',
+    );
+  }
   return {
-    phase: header.readUInt16LE(6),
+    phase: header.readUInt8(6),
+    elementType,
     step: header.readUInt32LE(8),
     sequence: header.readUInt32LE(12),
     senderRank: header.readUInt32LE(16),
     totalLength: header.readUInt32LE(20),
-    offset: header.readUInt32LE(24),
-    count: header.readUInt32LE(28),
+    bucket: header.readUInt32LE(24),
+    bucketElements: header.readUInt32LE(28),
+    offset: header.readUInt32LE(32),
+    count: header.readUInt32LE(36),
   };
 }
 
 /**
  * Raises RINGTRAIN_ERR_PROTOCOL unless a frame of `frameBytes` bytes has a whole header and exactly the
- * payload that `count` announces (`count` is null when the header itself is incomplete).
+ * payload that its header announces (`header` is null when the header itself is incomplete).
  */
-export function checkFrameLength(frameBytes: number, count: number | null, source: string): void {
-  if (frameBytes < FRAME_HEADER_BYTES || count === null) {
+export function checkFrameLength(frameBytes: number, header: FrameHeader | null, source: string): void {
+  if (frameBytes < FRAME_HEADER_BYTES || header === null) {
     throw new RingtrainError(
       'RINGTRAIN_ERR_PROTOCOL',
       `ring frame from ${source} has ${frameBytes} bytes, fewer than the ${FRAME_HEADER_BYTES}-byte header; ` +
         'the peer is not a ringtrain ring link of this version',
     );
   }
-  const expectedBytes = FRAME_HEADER_BYTES + count * 4;
+  const { count, elementType } = header;
+  const expectedBytes = FRAME_HEADER_BYTES + count * elementBytes(elementType);
   if (frameBytes !== expectedBytes) {
     throw new RingtrainError(
       'RINGTRAIN_ERR_PROTOCOL',
-      `ring frame from ${source} has ${frameBytes} bytes but its header announces ${count} elements ` +
+      `ring frame from ${source} has ${frameBytes} bytes but its header announces ${count} ${elementTypeName(elementType)} elements ` +
         `(${expectedBytes} bytes); the frame was truncated or corrupted`,
     );
   }

@@ -10,8 +10,11 @@ export const RING_PATH = '/ringtrain/ring';
 /** Protocol name carried in every handshake message. */
 export const RING_PROTOCOL = 'ringtrain-ring';
 
-/** Version of the handshake and data frames; the listener rejects a hello with another version. */
-export const RING_PROTOCOL_VERSION = 1;
+/**
+ * Version of the handshake and data frames; the listener rejects a hello with another version. Version 2
+ * added the element type and the bucket fields to the data frame header.
+ */
+export const RING_PROTOCOL_VERSION = 2;
 
 /** Close code for a connection whose hello or welcome does not match (1008, policy violation). */
 export const CLOSE_REJECTED = 1008;

@@ -1,6 +1,6 @@
 /**
  * The dialing side of a link, from the previous rank: a RingClientSocket whose binary messages are data
- * frames. The link reads the 32-byte header of a frame first, and the running collective then names the
+ * frames. The link reads the 40-byte header of a frame first, and the running collective then names the
  * buffer for its payload, so payload bytes go from the kernel straight to their destination.
  *
  * When a data frame starts while no collective runs here, the link stops reading until the next
@@ -9,14 +9,15 @@
  * that arrive between collectives are still read, unless a data frame came first: a neighbour's close
  * after it started the next collective is noticed only when this rank reads again.
  */
-import { FRAME_HEADER_BYTES, checkFrameLength, parseFrameHeader, type FrameHeader } from './ring-frame.js';
+import { FRAME_HEADER_BYTES, checkFrameLength, elementBytes, parseFrameHeader, type FrameHeader } from './ring-frame.js';
 import { RingLink, type RingLinkInfo } from './ring-link.js';
 import { RingClientSocket, type BinarySink, type ClientSocketError } from './ring-ws-client.js';
 
 /** The receiver of data frames, normally the running collective. */
 export interface FrameConsumer {
   /**
-   * Returns the buffer that receives the `header.count * 4` payload bytes of a frame, or null to drop them
+   * Returns the buffer that receives the payload bytes of a frame (`header.count` values of
+   * `header.elementType`), or null to drop them
    * (after the consumer failed). The header's magic, version and size are already checked.
    */
   beginFrame(header: FrameHeader): Uint8Array | null;
@@ -148,7 +149,7 @@ export class ReceiveLink extends RingLink {
       this.failMessage((error as Error).message);
       return;
     }
-    if (FRAME_HEADER_BYTES + header.count * 4 > this.maxPayload) {
+    if (FRAME_HEADER_BYTES + header.count * elementBytes(header.elementType) > this.maxPayload) {
       this.failMessage(
         `ring frame from ${source} announces ${header.count} elements, more than the maximum payload of ` +
           `${this.maxPayload} bytes allows; every rank must use the same sliceBytes`,
@@ -172,7 +173,7 @@ export class ReceiveLink extends RingLink {
       return;
     }
     try {
-      checkFrameLength(this.messageBytes, this.header?.count ?? null, `rank ${this.info.peerRank}`);
+      checkFrameLength(this.messageBytes, this.header, `rank ${this.info.peerRank}`);
     } catch (error) {
       this.reportProtocolError((error as Error).message);
       return;

@@ -66,6 +66,8 @@ export const DEFAULT_CONFIG: Readonly<RunConfig> = deepFreeze<RunConfig>({
   },
   allreduce: {
     timeoutMs: 30000,
+    bucketBytes: 1048576,
+    compression: 'none',
   },
   coordinator: {
     host: '127.0.0.1',

@@ -103,6 +103,9 @@ export const CONFIG_SCHEMA: ConfigSchema<RunConfig> = {
   },
   allreduce: {
     timeoutMs,
+    // At least one float32 value; the ring rounds down to whole values.
+    bucketBytes: { kind: 'integer', min: 4 },
+    compression: { kind: 'enum', values: ['none', 'fp16', 'bf16'] },
   },
   coordinator: {
     host: { kind: 'string' },

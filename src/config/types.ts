@@ -115,6 +115,10 @@ export interface OptimizerConfig {
 export interface AllReduceConfig {
   /** A ring step that waits longer than this for a neighbour fails the collective. */
   timeoutMs: number;
+  /** Largest bucket of the gradient all-reduce, in float32 bytes; buckets are reduced one after another. */
+  bucketBytes: number;
+  /** Wire format of gradient values: float32 (`none`), or rounded to fp16 or bf16 with float32 sums. */
+  compression: 'none' | 'fp16' | 'bf16';
 }
 
 export interface CoordinatorConfig {
