@@ -168,7 +168,7 @@ async function runWithLoader(
           const connected = ring;
           // Resumed parameters come from one checkpoint file on every rank, so they are equal already.
           if (resumed === null) {
-            await trainer.broadcastFromRoot((buffer) => connected.allReduce(buffer), rank === 0);
+            await trainer.broadcastFromRoot((buffer) => allReduceFloat32(connected, buffer), rank === 0);
             logger.info({ checksum: trainer.checksum() }, "initial parameters copied from rank 0");
           }
           trainer.startSchedule(message.totalSteps, resumed?.optimizer);
@@ -189,9 +189,9 @@ async function runWithLoader(
           const dataWaitMs = performance.now() - waitStarted;
           const result = await trainer.step(
             batch,
-            (buffer) => {
-              if (injectNan) buffer[0] = Number.NaN;
-              return activeRing.allReduce(buffer);
+            (buffer, exact) => {
+              if (injectNan && !exact) buffer[0] = Number.NaN;
+              return exact ? allReduceFloat32(activeRing, buffer) : activeRing.allReduce(buffer);
             },
             { isRoot: rank === 0, dataWaitMs, extraComputeMs: slowdownMs(faults, rank, message.indices.length) },
           );
@@ -304,9 +304,18 @@ async function connectRing(
     previous: welcome.previous,
     next: welcome.next,
     timeoutMs: config.allreduce.timeoutMs,
+    bucketBytes: config.allreduce.bucketBytes,
+    compression: config.allreduce.compression,
     token,
     logger,
   });
+}
+
+/** Sums `buffer` across the ring with float32 values on the wire, whatever `allreduce.compression` says. */
+function allReduceFloat32(ring: Ring, buffer: Float32Array): Promise<void> {
+  const reduction = ring.beginAllReduce(buffer, { compression: 'none' });
+  reduction.markFilled(buffer.length);
+  return reduction.done;
 }
 
 /** Writes log lines that never reached the coordinator to stderr, formatted like the merged terminal log. */

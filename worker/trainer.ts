@@ -10,8 +10,11 @@ import { globalNorm } from '../src/optim/clip.js';
 import { RingtrainError } from '../src/errors.js';
 import { countPredictions } from '../src/metrics/classification.js';
 
-/** Sums a buffer in place across all ranks; the ring all-reduce in training, the identity for one process. */
-export type AllReduce = (buffer: Float32Array) => Promise<void>;
+/**
+ * Sums a buffer in place across all ranks; the ring all-reduce in training, the identity for one process.
+ * `exact` asks for float32 on the wire even when `allreduce.compression` is on.
+ */
+export type AllReduce = (buffer: Float32Array, exact?: boolean) => Promise<void>;
 
 /** How one step runs on this rank. */
 export interface StepOptions {
@@ -87,7 +90,7 @@ export class DataParallelTrainer<Batch> {
       values.set(this.parameters);
       this.readBuffers(values.subarray(this.parameterCount));
     }
-    await allReduce(values);
+    await allReduce(values, true);
     this.parameters.set(values.subarray(0, this.parameterCount));
     this.writeParameters();
     this.writeBuffers(values.subarray(this.parameterCount));
@@ -146,7 +149,14 @@ export class DataParallelTrainer<Batch> {
     if (options.extraComputeMs !== undefined && options.extraComputeMs > 0) busyWait(options.extraComputeMs);
     const computeDone = performance.now();
 
-    await allReduce(this.gradients);
+    if (this.config.allreduce.compression === 'none') {
+      await allReduce(this.gradients);
+    } else {
+      // 16-bit floats hold integers exactly only up to 2048 (fp16) or 256 (bf16), so the loss-term count and
+      // the buffers travel as float32 in a second, small all-reduce.
+      await allReduce(this.gradients.subarray(0, this.parameterCount));
+      await allReduce(this.gradients.subarray(this.parameterCount), true);
+    }
     const allReduceDone = performance.now();
     if (this.bufferCount > 0) this.writeBuffers(this.gradients.subarray(this.parameterCount, lossSlot));
 
