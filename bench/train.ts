@@ -1,5 +1,5 @@
 /**
- * `npm run bench:train -- --gpus 1,2 [--steps 80] [--per-worker-batch 64] [--backend wasm] [--json FILE]`
+ * `npm run bench:train -- --gpus 1,2 [--steps 80] [--per-worker-batch 64] [--backend wasm] [--set KEY=VALUE ...] [--json FILE]`
  *
  * Runs the default job through the real launcher for each worker count, with the per-worker batch fixed (weak
  * scaling), and reports the median per-step time split into phases, samples per second, the weak-scaling
@@ -106,7 +106,14 @@ async function measureMatMulPeakGflops(backend: string): Promise<number> {
   return (2 * size ** 3) / (median(times.slice(1)) * 1e6);
 }
 
-async function profileRun(workers: number, steps: number, perWorkerBatch: number, backend: string, peakGflops: number): Promise<RunProfile> {
+async function profileRun(
+  workers: number,
+  steps: number,
+  perWorkerBatch: number,
+  backend: string,
+  peakGflops: number,
+  overrides: readonly string[],
+): Promise<RunProfile> {
   const directory = mkdtempSync(join(tmpdir(), 'ringtrain-bench-train-'));
   try {
     const runDir = join(directory, 'run');
@@ -121,6 +128,7 @@ async function profileRun(workers: number, steps: number, perWorkerBatch: number
         '--run-dir', runDir,
         '--set', `train.globalBatchSize=${perWorkerBatch * workers}`,
         '--set', 'checkpoint.every=0',
+        ...overrides.flatMap((override) => ['--set', override]),
       ],
       30 * 60_000,
     );
@@ -181,6 +189,8 @@ async function main(): Promise<void> {
       'per-worker-batch': { type: 'string', default: '64' },
       backend: { type: 'string', default: 'wasm' },
       json: { type: 'string' },
+      // Passed to the launcher, e.g. --set allreduce.compression=fp16.
+      set: { type: 'string', multiple: true, default: [] },
     },
   });
   const workerCounts = (values.gpus as string).split(',').map(Number);
@@ -197,7 +207,7 @@ async function main(): Promise<void> {
   const profiles: RunProfile[] = [];
   for (const workers of workerCounts) {
     console.log(`running ${workers} worker(s), global batch ${perWorkerBatch * workers}, ${steps} steps ...`);
-    profiles.push(await profileRun(workers, steps, perWorkerBatch, backend, peakGflops));
+    profiles.push(await profileRun(workers, steps, perWorkerBatch, backend, peakGflops, values.set as string[]));
   }
 
   const columns: [string, (profile: RunProfile) => string][] = [

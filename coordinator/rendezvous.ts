@@ -48,6 +48,11 @@ export async function rendezvous(hub: WorkerHub, expected: ExpectedWorkers, time
       }
     };
     hub.onJoin(check);
+    // A worker process that exits before joining (a broken task module, unreadable data) ends the wait at once.
+    hub.onFailure((error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
     check(null);
   });
 

@@ -49,6 +49,7 @@ export class WorkerHub {
   private readonly server: WebSocketServer;
   private pending: PendingCollection | null = null;
   private failure: RingtrainError | null = null;
+  private failureListener: ((error: RingtrainError) => void) | null = null;
   private joinListener: ((connection: WorkerConnection) => void) | null = null;
   private healthTimer: NodeJS.Timeout | null = null;
   /** Waits longer than this log a warning naming the ranks not yet reported (0 disables the warning). */
@@ -83,6 +84,12 @@ export class WorkerHub {
 
   get address(): AddressInfo {
     return this.server.address() as AddressInfo;
+  }
+
+  /** Calls `listener` once when the run fails, at once if it already has. */
+  onFailure(listener: (error: RingtrainError) => void): void {
+    if (this.failure !== null) listener(this.failure);
+    else this.failureListener = listener;
   }
 
   /** Calls `listener` for every worker that joins from now on. */
@@ -180,6 +187,7 @@ export class WorkerHub {
   fail(error: RingtrainError): void {
     if (this.failure !== null) return;
     this.failure = error;
+    this.failureListener?.(error);
     const pending = this.pending;
     this.pending = null;
     pending?.reject(error);

@@ -85,6 +85,26 @@ test.serial('differing models are named at start', async (t) => {
   t.deepEqual(runningPids(pidsInLog(result.runDir)), []);
 });
 
+test.serial('broken task module exits with usage error', async (t) => {
+  t.timeout(60_000);
+  const result = await launch(t, ['--gpus', '2', '--task', fixtureTask('missing-batch-task.js'), '--backend', 'cpu']);
+  t.is(result.exitCode, 2);
+  t.regex(result.stderr, /task field 'batch' must be a function \(got nothing\)/);
+});
+
+test.serial('data loading error ends run at once', async (t) => {
+  t.timeout(90_000);
+  // The join timeout is longer than the launch timeout, so only a run that fails at once exits by itself.
+  const result = await launch(t, ['--gpus', '2', '--task', fixtureTask('failing-load-task.js'), '--backend', 'cpu', '--set', 'coordinator.joinTimeoutMs=120000'], {
+    timeoutMs: 60_000,
+  });
+  t.is(result.signal, null);
+  t.is(result.exitCode, 1);
+  t.regex(result.stdout + result.stderr, /cannot open \/nonexistent\/train\.jsonl/);
+  t.notRegex(result.stdout + result.stderr, /workers joined within/);
+  t.deepEqual(runningPids(pidsInLog(result.runDir)), []);
+});
+
 test.serial('evaluation equals single-process evaluation', async (t) => {
   t.timeout(120_000);
   // Three workers split the 500 evaluation examples 167/167/166.

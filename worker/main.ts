@@ -361,7 +361,9 @@ async function main(): Promise<void> {
   try {
     code = await run(environment, baseLogger);
   } catch (error) {
-    baseLogger.fatal({ err: error }, 'worker could not start');
+    // A RingtrainError's message names the cause (a task module, a data file); other errors need their stack.
+    const details = error instanceof RingtrainError ? { code: error.code, error: error.message } : { err: error };
+    baseLogger.fatal(details, 'worker could not start');
   }
   destination.flushTo(writeToStderr);
   process.exit(code);

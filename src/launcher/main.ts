@@ -15,6 +15,8 @@ import { RingtrainError } from '../errors.js';
 import { createLogger } from '../log/logger.js';
 import { RunLogSink } from '../log/run-log-sink.js';
 import { helpText, parseLaunchArgs, type LaunchOptions } from './args.js';
+import { isTaskModulePath } from '../config/validate.js';
+import { importTask } from '../tasks/registry.js';
 import { detectGpus } from './devices.js';
 import { runAttempt, runRemoteAttempt, type AttemptOutcome, type StopControl } from './worker-group.js';
 
@@ -50,6 +52,16 @@ async function main(): Promise<number> {
   if (options.help) {
     process.stdout.write(helpText());
     return 0;
+  }
+
+  if (isTaskModulePath(options.config.task)) {
+    // Importing the module here turns a syntax error or a missing task field into one line and exit code 2,
+    // before any process starts.
+    try {
+      await importTask(options.config.task);
+    } catch (error) {
+      fail((error as Error).message, EXIT_USAGE);
+    }
   }
 
   let resumeFile: string | null = null;
