@@ -5,6 +5,7 @@ import * as tf from '@tensorflow/tfjs';
 import { validateConfig } from '../src/config/validate.js';
 import { countPredictions } from '../src/metrics/classification.js';
 import { loadLocalTask } from '../src/tasks/build.js';
+import { ownedBuffers } from '../src/data/transfer.js';
 import { launch, pidsInLog, readSafetensors, repositoryRoot, runningPids } from './helpers/launch.js';
 
 const examplePath = join(repositoryRoot, 'examples', 'two-moons-task.js');
@@ -175,4 +176,14 @@ test.serial('prefetch hides data loading time', async (t) => {
   const withPrefetch = wait(ahead.runDir);
   t.true(withoutPrefetch > 15, `data wait without prefetch ${withoutPrefetch} ms`);
   t.true(withPrefetch < withoutPrefetch / 3, `data wait with prefetch ${withPrefetch} ms vs ${withoutPrefetch} ms`);
+});
+
+test('ownedBuffers moves whole buffers only', (t) => {
+  const owned = new Float32Array(4);
+  const dataset = new Int32Array(100);
+  const view = dataset.subarray(10, 20);
+  const batch = { inputs: { data: owned, shape: [2, 2] }, labels: { data: view, shape: [10] }, again: { data: owned, shape: [4] } };
+  const buffers = ownedBuffers(batch);
+  t.is(buffers.length, 1);
+  t.is(buffers[0], owned.buffer);
 });

@@ -8,6 +8,7 @@ import { Piscina } from 'piscina';
 import type { RunConfig } from '../config/types.js';
 import type { AnyTaskDefinition, DatasetInfo, Split } from '../tasks/api.js';
 import { importTask } from '../tasks/registry.js';
+import { ownedBuffers } from './transfer.js';
 
 /** A request to a loading thread. */
 export type LoaderRequest = { kind: 'describe' } | { kind: 'batch'; split: Split; indices: number[] };
@@ -58,19 +59,4 @@ async function answer(request: LoaderRequest): Promise<unknown> {
     [Piscina.transferableSymbol]: ownedBuffers(batch),
     [Piscina.valueSymbol]: batch,
   } as never);
-}
-
-/**
- * Collects the buffers of the typed arrays in `value` that cover their whole buffer. A view into a larger
- * buffer (for example a slice of the dataset itself) is left to be copied, so the thread keeps its data.
- */
-function ownedBuffers(value: unknown, found: Set<ArrayBuffer> = new Set()): ArrayBuffer[] {
-  if (ArrayBuffer.isView(value)) {
-    if (value.buffer instanceof ArrayBuffer && value.byteOffset === 0 && value.byteLength === value.buffer.byteLength) {
-      found.add(value.buffer);
-    }
-  } else if (typeof value === 'object' && value !== null) {
-    for (const child of Object.values(value)) ownedBuffers(child, found);
-  }
-  return [...found];
 }
