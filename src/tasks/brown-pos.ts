@@ -2,7 +2,7 @@
  * Part-of-speech tagging of the Brown corpus with a transformer tagger.
  */
 import type { DataConfig, RunConfig } from '../config/types.js';
-import { readCorpus, resolveCorpusFolder, splitCorpus } from '../data/brown-corpus.js';
+import { readCorpus, resolveCorpusFolder, splitCorpus, type TaggedSentence } from '../data/brown-corpus.js';
 import { encodeSentences, makeTaggerBatch, sentenceLengths, type EncodedSplit } from '../data/brown-dataset.js';
 import { buildTagList, Vocabulary } from '../data/vocabulary.js';
 import { SHAPE_COUNT, SUFFIX_LENGTHS } from '../data/word-features.js';
@@ -61,6 +61,27 @@ export interface BrownPosData {
 }
 
 /**
+ * Builds the vocabulary (from the training split) and the tag list (from both splits), and encodes both splits
+ * for the transformer tagger; the held-out sentences are put in `evaluationOrder`.
+ */
+export function encodeTaggingSplits(
+  splits: Record<Split, readonly TaggedSentence[]>,
+  config: RunConfig,
+): Pick<BrownPosData, 'encoded' | 'classNames' | 'vocabularySize'> {
+  const data = config.data;
+  const evalSentences = evaluationOrder(splits.eval);
+  const vocabulary = Vocabulary.build(splits.train, data.minWordCount, data.maxVocabulary);
+  // Tags come from both splits so a tag seen only in held-out files still has a class id (it is never predicted).
+  const classNames = buildTagList([...splits.train, ...evalSentences]);
+  const buckets = config.model.suffixBuckets;
+  const encoded: Record<Split, EncodedSplit> = {
+    train: encodeSentences(splits.train, vocabulary, classNames, buckets),
+    eval: encodeSentences(evalSentences, vocabulary, classNames, buckets),
+  };
+  return { encoded, classNames, vocabularySize: vocabulary.size };
+}
+
+/**
  * Part-of-speech tagging of the Brown corpus (or a folder of Brown-format files) with the transformer tagger.
  * The data half reads the corpus named by `config.data`, builds the vocabulary and tag list, and encodes both
  * splits; the model half creates the tagger from `config.seed`.
@@ -75,15 +96,7 @@ const brownPos: NativeTaskDefinition<BrownPosData, TaggerBatch> = {
     const files = readCorpus(folder, data.limitFiles);
     const splits = splitCorpus(files, data.heldOutEvery, data.maxSentenceTokens);
 
-    splits.eval = evaluationOrder(splits.eval);
-    const vocabulary = Vocabulary.build(splits.train, data.minWordCount, data.maxVocabulary);
-    // Tags come from both splits so a tag seen only in held-out files still has a class id (it is never predicted).
-    const classNames = buildTagList([...splits.train, ...splits.eval]);
-    const buckets = config.model.suffixBuckets;
-    const encoded: Record<Split, EncodedSplit> = {
-      train: encodeSentences(splits.train, vocabulary, classNames, buckets),
-      eval: encodeSentences(splits.eval, vocabulary, classNames, buckets),
-    };
+    const { encoded, classNames, vocabularySize } = encodeTaggingSplits(splits, config);
     const counts = {
       folder,
       trainFiles: splits.trainFiles.length,
@@ -92,10 +105,10 @@ const brownPos: NativeTaskDefinition<BrownPosData, TaggerBatch> = {
       evalSentences: splits.eval.length,
       trainTokens: encoded.train.labels.length,
       evalTokens: encoded.eval.labels.length,
-      vocabulary: vocabulary.size,
+      vocabulary: vocabularySize,
       tags: classNames.length,
     };
-    return { encoded, classNames, vocabularySize: vocabulary.size, counts };
+    return { encoded, classNames, vocabularySize, counts };
   },
 
   describe(data: BrownPosData): DatasetInfo {

@@ -1,0 +1,226 @@
+/**
+ * Text classification of a JSON Lines file (`{"text": ..., "label": ...}` per line) with hashed bag-of-words
+ * features and a small dense network. Also exports the pieces that the other classification tasks share.
+ */
+import type * as tf from '@tensorflow/tfjs';
+import type { RunConfig, TaskOptions } from '../config/types.js';
+import { denseRows, hashTexts, type HashedTexts, type HashingOptions } from '../data/hashed-features.js';
+import { readJsonl } from '../data/formats/jsonl.js';
+import { checkKnownLabels } from '../data/formats/labels.js';
+import { ConfigError, RingtrainError } from '../errors.js';
+import type { ArrayBatch, DataContext, DatasetInfo, ModelContext, Split, TaskDefinition } from './api.js';
+
+/** A text and its class name, as the text tasks hand them to `encodeTexts`. */
+export interface LabelledText {
+  text: string;
+  label: string;
+}
+
+/** The hashed texts and class ids that the data threads of a text task keep. */
+export interface HashedTextData {
+  texts: Record<Split, HashedTexts>;
+  labels: Record<Split, Int32Array>;
+  classNames: string[];
+  bucketCount: number;
+  /** Counts and file names that the worker logs in its 'data loaded' line. */
+  meta: Record<string, unknown>;
+}
+
+/**
+ * Throws a ConfigError when `options` contains a key that is not in `allowed`, so that a misspelt option
+ * does not silently fall back to its default.
+ */
+export function checkOptionNames(task: string, options: TaskOptions, allowed: readonly string[]): void {
+  for (const key of Object.keys(options)) {
+    if (!allowed.includes(key)) {
+      const known = allowed.length === 0 ? 'it takes none' : `it takes ${allowed.join(', ')}`;
+      throw new ConfigError(`taskOptions.${key} is not an option of task ${task} (${known}); remove it or fix its spelling`);
+    }
+  }
+}
+
+/** Returns the boolean `taskOptions[name]`, or `fallback` when it is absent; throws a ConfigError otherwise. */
+export function booleanOption(options: TaskOptions, name: string, fallback: boolean): boolean {
+  const value = options[name];
+  if (value === undefined) return fallback;
+  if (typeof value !== 'boolean') {
+    throw new ConfigError(`taskOptions.${name} must be true or false (got ${JSON.stringify(value)}); set it with --set taskOptions.${name}=true`);
+  }
+  return value;
+}
+
+/** Returns the non-empty string `taskOptions[name]`, or undefined when it is absent; throws a ConfigError otherwise. */
+export function stringOption(options: TaskOptions, name: string): string | undefined {
+  const value = options[name];
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string' || value.length === 0) {
+    throw new ConfigError(`taskOptions.${name} must be a non-empty string (got ${JSON.stringify(value)}); set it in the config's taskOptions`);
+  }
+  return value;
+}
+
+/** Returns `config.data.trainFile`, or throws a ConfigError with an example when it is empty. */
+export function requireTrainFile(config: RunConfig, example: string): string {
+  const file = config.data.trainFile;
+  if (file === '') {
+    throw new ConfigError(
+      `data.trainFile is empty, but task ${config.task} reads its training data from a file; ` +
+        `set it in the config or with --set data.trainFile=${example}`,
+    );
+  }
+  return file;
+}
+
+/**
+ * Splits `records` into training and held-out parts: every `heldOutEvery`-th record (counting from 1, in
+ * the given order) is held out. Throws a ConfigError when nothing would be held out.
+ */
+export function holdOut<T>(records: readonly T[], heldOutEvery: number, source: string): { train: T[]; eval: T[] } {
+  const train: T[] = [];
+  const held: T[] = [];
+  records.forEach((record, index) => ((index + 1) % heldOutEvery === 0 ? held : train).push(record));
+  if (held.length === 0) {
+    throw new ConfigError(
+      `${source} has ${records.length} record(s), fewer than data.heldOutEvery (${heldOutEvery}), so no record is held out ` +
+        'for evaluation; lower data.heldOutEvery, add records or set data.evalFile',
+    );
+  }
+  return { train, eval: held };
+}
+
+/** Returns the distinct labels of `records`, sorted by code unit so that every thread assigns the same ids. */
+export function sortedLabels(records: readonly { label: string }[]): string[] {
+  return [...new Set(records.map((record) => record.label))].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+/**
+ * Hashes both splits and maps their labels to class ids. Class names come from the training split; every
+ * evaluation label must be one of them (check with checkKnownLabels first).
+ */
+export function encodeTexts(
+  splits: Record<Split, readonly LabelledText[]>,
+  hashing: HashingOptions,
+  meta: Record<string, unknown>,
+): HashedTextData {
+  const classNames = sortedLabels(splits.train);
+  const ids = new Map(classNames.map((name, id) => [name, id]));
+  const labelIds = (records: readonly LabelledText[]): Int32Array =>
+    Int32Array.from(records, (record) => {
+      const id = ids.get(record.label);
+      if (id === undefined) {
+        throw new RingtrainError(
+          'RINGTRAIN_ERR_DATA',
+          `evaluation label ${JSON.stringify(record.label)} does not occur in the training split; filter the records with checkKnownLabels first`,
+        );
+      }
+      return id;
+    });
+
+  return {
+    texts: { train: hashTexts(splits.train.map((r) => r.text), hashing), eval: hashTexts(splits.eval.map((r) => r.text), hashing) },
+    labels: { train: labelIds(splits.train), eval: labelIds(splits.eval) },
+    classNames,
+    bucketCount: hashing.buckets,
+    meta: { ...meta, trainExamples: splits.train.length, evalExamples: splits.eval.length, classes: classNames.length },
+  };
+}
+
+/** Returns the sizes, class names and logged counts of hashed text data. */
+export function describeTexts(data: HashedTextData): DatasetInfo {
+  return {
+    trainSize: data.labels.train.length,
+    evalSize: data.labels.eval.length,
+    classNames: data.classNames,
+    meta: { featureCount: data.bucketCount, ...data.meta },
+  };
+}
+
+/** Builds a batch of dense hashed features [batch, buckets] and int32 labels [batch]. */
+export function textBatch(data: HashedTextData, split: Split, indices: readonly number[]): ArrayBatch {
+  const labels = Int32Array.from(indices, (index) => data.labels[split][index] ?? -1);
+  return {
+    features: { data: denseRows(data.texts[split], indices, data.bucketCount), shape: [indices.length, data.bucketCount] },
+    labels: { data: labels, shape: [indices.length] },
+  };
+}
+
+/**
+ * Builds the classifier the built-in classification tasks share: dense(model.ffDim, relu), dropout
+ * (model.dropout), dense(classes) logits. Initialisers are seeded from `config.seed` so runs repeat.
+ */
+export function denseClassifier({ tf, config, info }: ModelContext, inputSize: number): tf.LayersModel {
+  const classCount = (info.classNames ?? []).length;
+  const model = tf.sequential();
+  model.add(
+    tf.layers.dense({
+      inputShape: [inputSize],
+      units: config.model.ffDim,
+      activation: 'relu',
+      kernelInitializer: tf.initializers.glorotUniform({ seed: config.seed }),
+      name: 'hidden',
+    }),
+  );
+  model.add(tf.layers.dropout({ rate: config.model.dropout, seed: config.seed, name: 'dropout' }));
+  model.add(
+    tf.layers.dense({
+      units: classCount,
+      kernelInitializer: tf.initializers.glorotUniform({ seed: config.seed + 1 }),
+      name: 'logits',
+    }),
+  );
+  return model;
+}
+
+/** Options of the text-classification task. */
+const OPTION_NAMES = ['textField', 'labelField', 'bigrams'] as const;
+
+/**
+ * Classifies the texts of `data.trainFile` (JSON Lines). The evaluation split is `data.evalFile`, or every
+ * `data.heldOutEvery`-th training record when it is empty.
+ */
+const textClassification: TaskDefinition<HashedTextData> = {
+  name: 'text-classification',
+
+  load({ config, options }: DataContext): HashedTextData {
+    checkOptionNames('text-classification', options, OPTION_NAMES);
+    const trainFile = requireTrainFile(config, 'data/train.jsonl');
+    const evalFile = config.data.evalFile;
+    const policy = config.data.onBadRecord;
+    const readOptions = { textField: stringOption(options, 'textField'), labelField: stringOption(options, 'labelField'), onBadRecord: policy };
+
+    const trainRead = readJsonl(trainFile, readOptions);
+    let skipped = trainRead.skipped;
+    const skipReasons = [...trainRead.skipReasons];
+    let splits: { train: LabelledText[]; eval: LabelledText[] };
+    if (evalFile === '') {
+      const parts = holdOut(trainRead.records, config.data.heldOutEvery, `data file ${trainFile}`);
+      const known = checkKnownLabels(parts.eval, sortedLabels(parts.train), trainFile, policy);
+      skipped += known.skipped;
+      skipReasons.push(...known.skipReasons);
+      splits = { train: parts.train, eval: known.records };
+    } else {
+      const evalRead = readJsonl(evalFile, readOptions);
+      const known = checkKnownLabels(evalRead.records, sortedLabels(trainRead.records), evalFile, policy);
+      skipped += evalRead.skipped + known.skipped;
+      skipReasons.push(...evalRead.skipReasons, ...known.skipReasons);
+      splits = { train: trainRead.records, eval: known.records };
+    }
+
+    const hashing = { buckets: config.model.hashFeatures, bigrams: booleanOption(options, 'bigrams', false) };
+    return encodeTexts(splits, hashing, {
+      trainFile,
+      evalFile: evalFile === '' ? null : evalFile,
+      skippedRecords: skipped,
+      skipReasons: skipReasons.slice(0, 5),
+    });
+  },
+
+  describe: describeTexts,
+  batch: textBatch,
+  model: (context: ModelContext) => denseClassifier(context, context.config.model.hashFeatures),
+  inputs: ['features'],
+  loss: 'softmax-cross-entropy',
+  metrics: ['classification'],
+};
+
+export default textClassification;
