@@ -210,7 +210,13 @@ async function evaluate(hub: WorkerHub, workers: readonly WorkerConnection[], co
   const results = await hub.collect('evalDone');
   const report = combineEvaluation(results, evalSize, results[0]?.metrics.includes('perplexity') ?? false);
   logger.info(
-    { accuracy: report.accuracy, loss: report.loss, perplexity: report.perplexity, examples: evalSize, seconds: (performance.now() - started) / 1000 },
+    {
+      accuracy: report.accuracy,
+      ...(report.loss === null ? {} : { loss: report.loss }),
+      ...(report.perplexity === null ? {} : { perplexity: report.perplexity }),
+      examples: evalSize,
+      seconds: (performance.now() - started) / 1000,
+    },
     'evaluation finished',
   );
   return report;

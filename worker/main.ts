@@ -323,6 +323,17 @@ function writeToStderr(text: string): void {
   process.stderr.write(formatLogLine(text) + '\n');
 }
 
+/** Error codes of problems in the user's config or data, which the launcher reports as one line with exit code 2. */
+const USER_ERROR_CODES: ReadonlySet<string> = new Set(['RINGTRAIN_ERR_CONFIG', 'RINGTRAIN_ERR_DATA']);
+
+/** Sends a start failure to the launcher over IPC and waits until it is written, so exiting does not drop it. */
+function reportStartFailure(error: RingtrainError): Promise<void> {
+  return new Promise((resolve) => {
+    if (process.send === undefined) return resolve();
+    process.send({ type: 'startFailed', code: error.code, message: error.message }, () => resolve());
+  });
+}
+
 let exiting = false;
 
 async function exitSoon(link: ControlLink | null, code: number): Promise<void> {
@@ -364,6 +375,7 @@ async function main(): Promise<void> {
     // A RingtrainError's message names the cause (a task module, a data file); other errors need their stack.
     const details = error instanceof RingtrainError ? { code: error.code, error: error.message } : { err: error };
     baseLogger.fatal(details, 'worker could not start');
+    if (error instanceof RingtrainError && USER_ERROR_CODES.has(error.code)) await reportStartFailure(error);
   }
   destination.flushTo(writeToStderr);
   process.exit(code);

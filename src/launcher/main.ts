@@ -5,7 +5,7 @@
  * Each worker gets, like torchrun's workers: RANK, LOCAL_RANK, WORLD_SIZE (single node: RANK = LOCAL_RANK),
  * RINGTRAIN_RESTART_COUNT (0 in the first attempt), plus the RINGTRAIN_* variables documented in worker/main.ts.
  *
- * Exit codes: 0 the run finished, 1 it failed (after any restarts), 2 invalid flags or config, 130 it was
+ * Exit codes: 0 the run finished, 1 it failed (after any restarts), 2 invalid flags, config or data, 130 it was
  * stopped by SIGINT or SIGTERM (after a checkpoint, unless the signal came twice).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -140,6 +140,12 @@ async function main(): Promise<number> {
       break;
     }
     failures.push(outcome);
+    if (outcome.userError !== undefined) {
+      // A bad config value or data file fails every attempt alike, so it ends the run without restarts.
+      logger.error({ code: outcome.userError.code }, `run failed: ${outcome.userError.message}`);
+      await sink.close();
+      fail(outcome.userError.message, EXIT_USAGE);
+    }
     if (stop.signalCount > 0) {
       exitCode = EXIT_STOPPED;
       break;

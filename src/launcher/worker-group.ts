@@ -29,7 +29,7 @@ export interface StopControl {
 export type AttemptOutcome =
   | { kind: 'finished' }
   | { kind: 'stopped'; checkpoint: string | null }
-  | { kind: 'failed'; reason: string };
+  | { kind: 'failed'; reason: string; userError?: { code: string; message: string } };
 
 /** Inputs of runAttempt for one worker group. */
 export interface AttemptPlan {
@@ -109,13 +109,28 @@ export async function runAttempt(plan: AttemptPlan): Promise<AttemptOutcome> {
     return { kind: 'failed', reason: `the coordinator exited with code ${await coordinatorExit} before it started listening` };
   }
 
-  const workers = spawnWorkers(plan, baseEnvironment, url, children, (localRank, code, signal) =>
-    notifyCoordinator({ type: 'workerExited', node: options.nodeRank, localRank, code, signal }),
+  let userError: { code: string; message: string } | null = null;
+  const workers = spawnWorkers(
+    plan,
+    baseEnvironment,
+    url,
+    children,
+    (localRank, code, signal) => notifyCoordinator({ type: 'workerExited', node: options.nodeRank, localRank, code, signal }),
+    (failure) => {
+      // A config or data error fails every worker the same way and no restart can fix it, so stop at the first.
+      if (userError !== null) return;
+      userError = failure;
+      coordinator.kill('SIGTERM');
+    },
   );
 
   const exitCode = await coordinatorExit;
   await waitForWorkers(workers, logger);
   plan.stop.onSignal = () => {};
+  if (userError !== null) {
+    const failure = userError as { code: string; message: string };
+    return { kind: 'failed', reason: failure.message, userError: failure };
+  }
 
   if (exitCode === 0) return { kind: 'finished' };
   if (exitCode === COORDINATOR_EXIT_STOPPED) return { kind: 'stopped', checkpoint: stoppedCheckpoint };
@@ -145,6 +160,7 @@ function spawnWorkers(
   coordinatorUrl: string,
   children: Set<ChildProcess>,
   onAbnormalExit: (localRank: number, code: number | null, signal: NodeJS.Signals | null) => void,
+  onStartFailure: (failure: { code: string; message: string }) => void = () => {},
 ): ChildProcess[] {
   const { options, logger } = plan;
   const singleNode = options.nodeCount === 1;
@@ -168,6 +184,11 @@ function spawnWorkers(
     });
     children.add(worker);
     workers.push(worker);
+    worker.on('message', (message: { type?: unknown; code?: unknown; message?: unknown }) => {
+      if (message?.type === 'startFailed' && typeof message.code === 'string' && typeof message.message === 'string') {
+        onStartFailure({ code: message.code, message: message.message });
+      }
+    });
     worker.once('exit', (code, signal) => {
       children.delete(worker);
       if (code === 0) return;
