@@ -9,7 +9,8 @@ import { ConfigError } from '../errors.js';
 import type { TaggerBatch } from '../models/tagger-batch.js';
 import type { DataContext, NativeTaskDefinition } from './api.js';
 import brownPos, { encodeTaggingSplits, type BrownPosData } from './brown-pos.js';
-import { checkOptionNames, holdOut, requireTrainFile } from './text-classification.js';
+import { holdOut } from '../data/hold-out.js';
+import { checkOptionNames, requireTrainFile } from './options.js';
 
 /** Options of the conll-tagging task. */
 const OPTION_NAMES = ['tokenColumn', 'tagColumn'] as const;

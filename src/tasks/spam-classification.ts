@@ -6,17 +6,10 @@ import { ConfigError } from '../errors.js';
 import { mixSeed, SeededRandom } from '../random.js';
 import { loadSpamAssassin } from '../data/spam-assassin.js';
 import type { DataContext, ModelContext, TaskDefinition } from './api.js';
-import {
-  booleanOption,
-  checkOptionNames,
-  denseClassifier,
-  describeTexts,
-  encodeTexts,
-  holdOut,
-  sortedLabels,
-  textBatch,
-  type HashedTextData,
-} from './text-classification.js';
+import { holdOut, sortedLabels } from '../data/hold-out.js';
+import { denseClassifier } from '../models/dense-classifier.js';
+import { booleanOption, checkOptionNames } from './options.js';
+import { describeTexts, encodeTexts, textBatch, type HashedTextData } from './text-classification.js';
 
 /** Options of the spam-classification task. */
 const OPTION_NAMES = ['keepHeaders', 'bigrams'] as const;

@@ -8,7 +8,9 @@ import { checkKnownLabels } from '../data/formats/labels.js';
 import { DataFileError } from '../data/formats/records.js';
 import { ConfigError, RingtrainError } from '../errors.js';
 import type { ArrayBatch, DataContext, DatasetInfo, ModelContext, Split, TaskDefinition } from './api.js';
-import { booleanOption, checkOptionNames, denseClassifier, holdOut, requireTrainFile, sortedLabels } from './text-classification.js';
+import { holdOut, sortedLabels } from '../data/hold-out.js';
+import { denseClassifier } from '../models/dense-classifier.js';
+import { booleanOption, checkOptionNames, requireTrainFile } from './options.js';
 
 /** Standardised features and class ids of both splits, as the data threads keep them. */
 export interface TabularData {

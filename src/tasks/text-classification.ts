@@ -1,13 +1,14 @@
 /**
  * Text classification of a JSON Lines file (`{"text": ..., "label": ...}` per line) with hashed bag-of-words
- * features and a small dense network. Also exports the pieces that the other classification tasks share.
+ * features and a small dense network. Also exports the hashed-text data pieces that spam-classification shares.
  */
-import type * as tf from '@tensorflow/tfjs';
-import type { RunConfig, TaskOptions } from '../config/types.js';
 import { denseRows, hashTexts, type HashedTexts, type HashingOptions } from '../data/hashed-features.js';
 import { readJsonl } from '../data/formats/jsonl.js';
 import { checkKnownLabels } from '../data/formats/labels.js';
 import { ConfigError, RingtrainError } from '../errors.js';
+import { holdOut, sortedLabels } from '../data/hold-out.js';
+import { denseClassifier } from '../models/dense-classifier.js';
+import { booleanOption, checkOptionNames, requireTrainFile, stringOption } from './options.js';
 import type { ArrayBatch, DataContext, DatasetInfo, ModelContext, Split, TaskDefinition } from './api.js';
 
 /** A text and its class name, as the text tasks hand them to `encodeTexts`. */
@@ -24,73 +25,6 @@ export interface HashedTextData {
   bucketCount: number;
   /** Counts and file names that the worker logs in its 'data loaded' line. */
   meta: Record<string, unknown>;
-}
-
-/**
- * Throws a ConfigError when `options` contains a key that is not in `allowed`, so that a misspelt option
- * does not silently fall back to its default.
- */
-export function checkOptionNames(task: string, options: TaskOptions, allowed: readonly string[]): void {
-  for (const key of Object.keys(options)) {
-    if (!allowed.includes(key)) {
-      const known = allowed.length === 0 ? 'it takes none' : `it takes ${allowed.join(', ')}`;
-      throw new ConfigError(`taskOptions.${key} is not an option of task ${task} (${known}); remove it or fix its spelling`);
-    }
-  }
-}
-
-/** Returns the boolean `taskOptions[name]`, or `fallback` when it is absent; throws a ConfigError otherwise. */
-export function booleanOption(options: TaskOptions, name: string, fallback: boolean): boolean {
-  const value = options[name];
-  if (value === undefined) return fallback;
-  if (typeof value !== 'boolean') {
-    throw new ConfigError(`taskOptions.${name} must be true or false (got ${JSON.stringify(value)}); set it with --set taskOptions.${name}=true`);
-  }
-  return value;
-}
-
-/** Returns the non-empty string `taskOptions[name]`, or undefined when it is absent; throws a ConfigError otherwise. */
-export function stringOption(options: TaskOptions, name: string): string | undefined {
-  const value = options[name];
-  if (value === undefined) return undefined;
-  if (typeof value !== 'string' || value.length === 0) {
-    throw new ConfigError(`taskOptions.${name} must be a non-empty string (got ${JSON.stringify(value)}); set it in the config's taskOptions`);
-  }
-  return value;
-}
-
-/** Returns `config.data.trainFile`, or throws a ConfigError with an example when it is empty. */
-export function requireTrainFile(config: RunConfig, example: string): string {
-  const file = config.data.trainFile;
-  if (file === '') {
-    throw new ConfigError(
-      `data.trainFile is empty, but task ${config.task} reads its training data from a file; ` +
-        `set it in the config or with --set data.trainFile=${example}`,
-    );
-  }
-  return file;
-}
-
-/**
- * Splits `records` into training and held-out parts: every `heldOutEvery`-th record (counting from 1, in
- * the given order) is held out. Throws a ConfigError when nothing would be held out.
- */
-export function holdOut<T>(records: readonly T[], heldOutEvery: number, source: string): { train: T[]; eval: T[] } {
-  const train: T[] = [];
-  const held: T[] = [];
-  records.forEach((record, index) => ((index + 1) % heldOutEvery === 0 ? held : train).push(record));
-  if (held.length === 0) {
-    throw new ConfigError(
-      `${source} has ${records.length} record(s), fewer than data.heldOutEvery (${heldOutEvery}), so no record is held out ` +
-        'for evaluation; lower data.heldOutEvery, add records or set data.evalFile',
-    );
-  }
-  return { train, eval: held };
-}
-
-/** Returns the distinct labels of `records`, sorted by code unit so that every thread assigns the same ids. */
-export function sortedLabels(records: readonly { label: string }[]): string[] {
-  return [...new Set(records.map((record) => record.label))].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
 }
 
 /**
@@ -142,33 +76,6 @@ export function textBatch(data: HashedTextData, split: Split, indices: readonly 
     features: { data: denseRows(data.texts[split], indices, data.bucketCount), shape: [indices.length, data.bucketCount] },
     labels: { data: labels, shape: [indices.length] },
   };
-}
-
-/**
- * Builds the classifier the built-in classification tasks share: dense(model.ffDim, relu), dropout
- * (model.dropout), dense(classes) logits. Initialisers are seeded from `config.seed` so runs repeat.
- */
-export function denseClassifier({ tf, config, info }: ModelContext, inputSize: number): tf.LayersModel {
-  const classCount = (info.classNames ?? []).length;
-  const model = tf.sequential();
-  model.add(
-    tf.layers.dense({
-      inputShape: [inputSize],
-      units: config.model.ffDim,
-      activation: 'relu',
-      kernelInitializer: tf.initializers.glorotUniform({ seed: config.seed }),
-      name: 'hidden',
-    }),
-  );
-  model.add(tf.layers.dropout({ rate: config.model.dropout, seed: config.seed, name: 'dropout' }));
-  model.add(
-    tf.layers.dense({
-      units: classCount,
-      kernelInitializer: tf.initializers.glorotUniform({ seed: config.seed + 1 }),
-      name: 'logits',
-    }),
-  );
-  return model;
 }
 
 /** Options of the text-classification task. */

@@ -1,0 +1,26 @@
+/**
+ * Held-out splits and class lists for datasets that come as one list of labelled records.
+ */
+import { ConfigError } from '../errors.js';
+
+/**
+ * Splits `records` into training and held-out parts: every `heldOutEvery`-th record (counting from 1, in
+ * the given order) is held out. Throws a ConfigError when nothing would be held out.
+ */
+export function holdOut<T>(records: readonly T[], heldOutEvery: number, source: string): { train: T[]; eval: T[] } {
+  const train: T[] = [];
+  const held: T[] = [];
+  records.forEach((record, index) => ((index + 1) % heldOutEvery === 0 ? held : train).push(record));
+  if (held.length === 0) {
+    throw new ConfigError(
+      `${source} has ${records.length} record(s), fewer than data.heldOutEvery (${heldOutEvery}), so no record is held out ` +
+        'for evaluation; lower data.heldOutEvery, add records or set data.evalFile',
+    );
+  }
+  return { train, eval: held };
+}
+
+/** Returns the distinct labels of `records`, sorted by code unit so that every thread assigns the same ids. */
+export function sortedLabels(records: readonly { label: string }[]): string[] {
+  return [...new Set(records.map((record) => record.label))].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+}
