@@ -88,7 +88,10 @@ export async function runTraining(
   const checkpoint = async (): Promise<void> => {
     hub.currentActivity = `checkpoint after step ${step}`;
     const sampler = { epoch: Math.floor(step / perEpoch), nextBatch: step % perEpoch };
-    hub.send(0, { type: 'checkpoint', step, sampler, directory: checkpointDirectory, keep: config.checkpoint.keep });
+    const message = { type: 'checkpoint', step, sampler, directory: checkpointDirectory, keep: config.checkpoint.keep } as const;
+    // Sharded optimizer moments are spread over the ranks, so every rank takes part in gathering them.
+    const sharded = config.optimizer.shardState && worldSize > 1;
+    for (let rank = 0; rank < (sharded ? worldSize : 1); rank++) hub.send(rank, message);
     const [written] = await hub.collect('checkpointed', [0]);
     lastCheckpoint = written?.path ?? null;
   };

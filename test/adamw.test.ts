@@ -8,7 +8,7 @@ import { clipByGlobalNorm, globalNorm } from '../src/optim/clip.js';
 
 /** Constant learning rate: no warm-up, and a cosine from lr to lr * 1 is flat. */
 function constantConfig(lr: number, weightDecay: number, clipNorm = 0): OptimizerConfig {
-  return { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay, warmupSteps: 0, minLrRatio: 1, clipNorm };
+  return { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay, warmupSteps: 0, minLrRatio: 1, clipNorm, shardState: false };
 }
 
 function assertNear(t: ExecutionContext, actual: number, expected: number, tolerance: number, label: string): void {
@@ -219,6 +219,7 @@ const scheduledConfig: OptimizerConfig = {
   warmupSteps: 5,
   minLrRatio: 0.1,
   clipNorm: 1,
+  shardState: false,
 };
 
 test('matches float64 reference', (t) => {

@@ -13,6 +13,7 @@ const config: OptimizerConfig = {
   warmupSteps: 10,
   minLrRatio: 0.1,
   clipNorm: 0,
+  shardState: false,
 };
 const totalSteps = 110;
 // Values are computed in float64, so only rounding in the last bits separates them from the decimal forms.

@@ -37,7 +37,7 @@ import { importTask } from '../src/tasks/registry.js';
 import { buildTask } from '../src/tasks/build.js';
 import { LoaderPool } from '../src/data/loader-pool.js';
 import { ControlLink } from './control-link.js';
-import { DataParallelTrainer, hashFloats } from './trainer.js';
+import { DataParallelTrainer, hashFloats, type ShardCollectives } from './trainer.js';
 
 interface WorkerEnvironment {
   coordinatorUrl: string;
@@ -187,13 +187,28 @@ async function runWithLoader(
           const waitStarted = performance.now();
           const batch = message.indices.length > 0 ? await loader.take(`train:${message.step}`, 'train', message.indices) : null;
           const dataWaitMs = performance.now() - waitStarted;
+          const shard = shardCollectives(activeRing, config);
           const result = await trainer.step(
             batch,
             (buffer, exact) => {
               if (injectNan && !exact) buffer[0] = Number.NaN;
               return exact ? allReduceFloat32(activeRing, buffer) : activeRing.allReduce(buffer);
             },
-            { isRoot: rank === 0, dataWaitMs, extraComputeMs: slowdownMs(faults, rank, message.indices.length) },
+            {
+              isRoot: rank === 0,
+              dataWaitMs,
+              extraComputeMs: slowdownMs(faults, rank, message.indices.length),
+              shard:
+                shard === undefined || !injectNan
+                  ? shard
+                  : {
+                      ...shard,
+                      reduceScatter: (buffer) => {
+                        buffer[0] = Number.NaN;
+                        return shard.reduceScatter(buffer);
+                      },
+                    },
+            },
           );
           if (firesAt(faults.perturb, rank, message.step)) {
             logger.warn({ step: message.step }, 'fault injection: perturbing one parameter on this rank');
@@ -208,6 +223,11 @@ async function runWithLoader(
           break;
         }
         case 'checkpoint': {
+          // With sharded optimizer state the coordinator sends `checkpoint` to every rank, because the moments
+          // must be gathered from all of them; only rank 0 writes and replies.
+          const shard = ring === null ? undefined : shardCollectives(ring, config);
+          if (shard !== undefined) await trainer.gatherOptimizerState(shard);
+          if (rank !== 0) break;
           const state = trainer.exportState();
           const written = await writeCheckpoint(
             message.directory,
@@ -309,6 +329,16 @@ async function connectRing(
     token,
     logger,
   });
+}
+
+/** Returns the collectives of a sharded optimizer step, or undefined when `optimizer.shardState` is off or the ring has one rank. */
+function shardCollectives(ring: Ring, config: RunConfig): ShardCollectives | undefined {
+  if (!config.optimizer.shardState || ring.worldSize === 1) return undefined;
+  return {
+    reduceScatter: (buffer) => ring.reduceScatter(buffer),
+    allGather: (buffer) => ring.allGather(buffer),
+    sumFloat64: (value) => ring.sumFloat64(value),
+  };
 }
 
 /** Sums `buffer` across the ring with float32 values on the wire, whatever `allreduce.compression` says. */

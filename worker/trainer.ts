@@ -6,7 +6,7 @@ import type { StepTimings } from '../src/comm/protocol.js';
 import type { Model, ParameterSpec } from '../src/models/model.js';
 import type { Task } from '../src/tasks/task.js';
 import { AdamW, type AdamWState } from '../src/optim/adamw.js';
-import { globalNorm } from '../src/optim/clip.js';
+import { scaleAndSumSquares, type ElementRange } from '../src/optim/clip.js';
 import { RingtrainError } from '../src/errors.js';
 import { countPredictions } from '../src/metrics/classification.js';
 
@@ -16,6 +16,20 @@ import { countPredictions } from '../src/metrics/classification.js';
  */
 export type AllReduce = (buffer: Float32Array, exact?: boolean) => Promise<void>;
 
+/**
+ * The collectives of a step with sharded optimizer state (`optimizer.shardState`), as `Ring` provides them.
+ * Ownership of elements follows the ring's reduce-scatter, which depends only on the buffer length, the
+ * bucket size and the world size, so gradients, parameters and moments of equal length share one split.
+ */
+export interface ShardCollectives {
+  /** Reduce-scatters the gradients and returns the ranges whose complete sums this rank now holds. */
+  reduceScatter(buffer: Float32Array): Promise<readonly ElementRange[]>;
+  /** Copies every rank's owned ranges to every rank, bit for bit in float32. */
+  allGather(buffer: Float32Array): Promise<void>;
+  /** Adds one float64 per rank with identical bits on every rank. */
+  sumFloat64(value: number): Promise<number>;
+}
+
 /** How one step runs on this rank. */
 export interface StepOptions {
   /** Rank 0 contributes its buffer values; every other rank contributes zeros. */
@@ -24,6 +38,11 @@ export interface StepOptions {
   dataWaitMs: number;
   /** Extra busy time inside the compute phase, to imitate a slower device in tests. */
   extraComputeMs?: number;
+  /**
+   * Present when the optimizer state is sharded: each rank then updates only the parameters it owns and
+   * all-gathers the result. Absent: every rank updates every parameter after a full all-reduce.
+   */
+  shard?: ShardCollectives;
 }
 
 /** Evaluation counts of one rank's share, which the coordinator adds up. */
@@ -55,6 +74,10 @@ const EVAL_CHUNK = 64;
  * Gradient weighting: each rank writes the gradient of its SUMMED loss and appends [lossSum, count] to the
  * buffer before the all-reduce. After it, dividing by the global count gives exactly the gradient of the mean
  * loss over the whole global batch, whatever the shard sizes.
+ *
+ * Sharded optimizer state (ZeRO stage 1): the gradients are reduce-scattered instead, and each rank scales,
+ * measures and applies only the reduced gradients it owns, then all-gathers the parameters. The moments of
+ * other ranks' elements go stale on this rank until `gatherOptimizerState` copies them before a checkpoint.
  */
 export class DataParallelTrainer<Batch> {
   readonly parameterCount: number;
@@ -123,6 +146,15 @@ export class DataParallelTrainer<Batch> {
     this.writeParameters();
   }
 
+  /**
+   * Copies every rank's current moments to every rank. Every rank of a sharded run must call it, in the same
+   * order relative to steps, before `exportState` on any rank, so the exported state is complete.
+   */
+  async gatherOptimizerState(shard: ShardCollectives): Promise<void> {
+    if (this.optimizer === null) throw new Error('DataParallelTrainer.gatherOptimizerState called before startSchedule');
+    await this.optimizer.gatherMoments((values) => shard.allGather(values));
+  }
+
   /** Returns copies of the parameters and optimizer state, safe to write while training goes on. */
   exportState(): { parameters: Float32Array; optimizer: AdamWState } {
     if (this.optimizer === null) throw new Error('DataParallelTrainer.exportState called before startSchedule');
@@ -131,10 +163,11 @@ export class DataParallelTrainer<Batch> {
 
   /**
    * Runs forward, backward, all-reduce and the optimizer on this rank's shard of one global batch (`batch` is
-   * null for an empty shard).
+   * null for an empty shard). With `options.shard` the gradients are reduce-scattered and the optimizer
+   * updates only this rank's share; see the class comment.
    */
   async step(batch: Batch | null, allReduce: AllReduce, options: StepOptions): Promise<StepResult> {
-    const { isRoot, dataWaitMs } = options;
+    const { isRoot, dataWaitMs, shard } = options;
     if (this.optimizer === null) throw new Error('DataParallelTrainer.step called before startSchedule');
     const batchDone = performance.now();
     const lossSlot = this.parameterCount + this.bufferCount;
@@ -149,7 +182,12 @@ export class DataParallelTrainer<Batch> {
     if (options.extraComputeMs !== undefined && options.extraComputeMs > 0) busyWait(options.extraComputeMs);
     const computeDone = performance.now();
 
-    if (this.config.allreduce.compression === 'none') {
+    let owned: readonly ElementRange[] = [{ start: 0, end: this.parameterCount }];
+    if (shard !== undefined) {
+      owned = await shard.reduceScatter(this.gradients.subarray(0, this.parameterCount));
+      // The count and the buffers must be exact and known on every rank, so they are all-reduced in float32.
+      await allReduce(this.gradients.subarray(this.parameterCount), true);
+    } else if (this.config.allreduce.compression === 'none') {
       await allReduce(this.gradients);
     } else {
       // 16-bit floats hold integers exactly only up to 2048 (fp16) or 256 (bf16), so the loss-term count and
@@ -158,6 +196,8 @@ export class DataParallelTrainer<Batch> {
       await allReduce(this.gradients.subarray(this.parameterCount), true);
     }
     const allReduceDone = performance.now();
+    // Time spent in collectives after the gradient reduction, counted as all-reduce time rather than optimizer time.
+    let laterCollectivesMs = 0;
     if (this.bufferCount > 0) this.writeBuffers(this.gradients.subarray(this.parameterCount, lossSlot));
 
     const globalCount = this.gradients[lossSlot + 1] as number;
@@ -166,11 +206,16 @@ export class DataParallelTrainer<Batch> {
     }
     const loss = (this.gradients[lossSlot] as number) / globalCount;
     const meanGradients = this.gradients.subarray(0, this.parameterCount);
-    const inverse = 1 / globalCount;
-    for (let i = 0; i < meanGradients.length; i++) meanGradients[i] = (meanGradients[i] as number) * inverse;
+    // Scaling and the sum of squares share one pass; unsharded, the norm equals globalNorm of the mean gradients.
+    let sumOfSquares = scaleAndSumSquares(meanGradients, owned, 1 / globalCount);
+    if (shard !== undefined) {
+      const sumStarted = performance.now();
+      sumOfSquares = await shard.sumFloat64(sumOfSquares);
+      laterCollectivesMs += performance.now() - sumStarted;
+    }
 
-    // Every rank has the same reduced values, so every rank takes the same branch here.
-    let update = { gradNorm: globalNorm(meanGradients), lr: 0 };
+    // Every rank has the same reduced loss and the same norm bits, so every rank takes the same branch here.
+    let update = { gradNorm: Math.sqrt(sumOfSquares), lr: 0 };
     const finite = Number.isFinite(loss) && Number.isFinite(update.gradNorm);
     if (!finite && this.config.train.nonFinite === 'error') {
       throw new RingtrainError(
@@ -180,7 +225,12 @@ export class DataParallelTrainer<Batch> {
       );
     }
     if (finite) {
-      update = this.optimizer.step(this.parameters, meanGradients);
+      update = this.optimizer.stepRanges(this.parameters, meanGradients, owned, update.gradNorm);
+      if (shard !== undefined) {
+        const gatherStarted = performance.now();
+        await shard.allGather(this.parameters);
+        laterCollectivesMs += performance.now() - gatherStarted;
+      }
       this.writeParameters();
     } else {
       this.logger.warn({ loss, gradNorm: update.gradNorm }, 'non-finite loss or gradient; update skipped on every rank');
@@ -196,8 +246,8 @@ export class DataParallelTrainer<Batch> {
       timings: {
         dataWaitMs,
         computeMs: computeDone - batchDone,
-        allReduceMs: allReduceDone - computeDone,
-        optimizerMs: optimizerDone - allReduceDone,
+        allReduceMs: allReduceDone - computeDone + laterCollectivesMs,
+        optimizerMs: optimizerDone - allReduceDone - laterCollectivesMs,
       },
     };
   }

@@ -39,6 +39,12 @@ export const UNHASHED_DATA_KEYS = ['prefetch', 'loaderThreads'] as const;
 /** Optimizer keys, all hashed: each one changes the update rule or the learning-rate schedule. */
 export const OPTIMIZER_KEYS = ['lr', 'beta1', 'beta2', 'eps', 'weightDecay', 'warmupSteps', 'minLrRatio', 'clipNorm'] as const;
 
+/**
+ * Optimizer keys left out: `shardState` changes which rank computes which part of the update, and a
+ * checkpoint contains the complete moments either way, so either setting can resume the other's checkpoint.
+ */
+export const UNHASHED_OPTIMIZER_KEYS = ['shardState'] as const;
+
 /** Train keys that are hashed: the global batch size sets the batch plan, so it gives the sampler position its meaning. */
 export const TRAIN_KEYS = ['globalBatchSize'] as const;
 
@@ -54,7 +60,7 @@ type Missing<All, Listed> = Exclude<keyof All, Listed>;
 const exhaustiveKeys: [
   Missing<ModelConfig, (typeof MODEL_KEYS)[number]>,
   Missing<DataConfig, (typeof DATA_KEYS)[number] | (typeof UNHASHED_DATA_KEYS)[number]>,
-  Missing<OptimizerConfig, (typeof OPTIMIZER_KEYS)[number]>,
+  Missing<OptimizerConfig, (typeof OPTIMIZER_KEYS)[number] | (typeof UNHASHED_OPTIMIZER_KEYS)[number]>,
   Missing<TrainConfig, (typeof TRAIN_KEYS)[number] | (typeof UNHASHED_TRAIN_KEYS)[number]>,
 ] extends [never, never, never, never]
   ? true

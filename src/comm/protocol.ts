@@ -181,7 +181,10 @@ export interface SamplerPosition {
   nextBatch: number;
 }
 
-/** Coordinator -> rank 0: write a checkpoint of the state after `step` into `directory`. */
+/**
+ * Coordinator -> rank 0 (every rank with sharded optimizer state, which first gathers the moments over the
+ * ring): write a checkpoint of the state after `step` into `directory`.
+ */
 export interface CheckpointMessage {
   type: 'checkpoint';
   step: number;

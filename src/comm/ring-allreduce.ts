@@ -9,20 +9,20 @@
  * assignment gives the same bits. The slice size does not change the result, because slicing never
  * changes which values are added in which order.
  */
-import { endianness } from 'node:os';
 import type { Logger } from 'pino';
 import { hasCode } from '../errors.js';
-import { BucketedRun, COMPRESSIONS, checkFillIndex, elementTypeOf, type BucketedAllReduce, type Compression } from './ring-buckets.js';
+import { BucketedRun, checkFillIndex, elementTypeOf, ownedRanges, type BucketedAllReduce, type Compression, type ElementRange } from './ring-buckets.js';
 import { CollectiveBuffers } from './ring-frame-pool.js';
 import { dialPrevious, type RingPeerAddress } from './ring-dial.js';
-import { FRAME_HEADER_BYTES } from './ring-frame.js';
+import { FRAME_HEADER_BYTES, collectiveMethodName, type CollectiveKind } from './ring-frame.js';
 import { CLOSE_ABORTED, CLOSE_NORMAL, MAX_HANDSHAKE_BYTES } from './ring-hello.js';
 import { normalCloseReason, type LinkFailure, type SendLink } from './ring-link.js';
 import type { RingListener } from './ring-listener.js';
 import type { ReceiveLink } from './ring-receive-link.js';
+import { bucketElementsOf, checkCompression, describeValue, validateOptions } from './ring-options.js';
 
 export type { RingPeerAddress } from './ring-dial.js';
-export type { BucketedAllReduce, Compression } from './ring-buckets.js';
+export type { BucketedAllReduce, Compression, ElementRange } from './ring-buckets.js';
 
 /**
  * Default size of the slices that a rank cuts its own chunk into; 1 MiB. With 2 and 4 ranks on a 2-vCPU
@@ -91,7 +91,10 @@ export interface RingConnectOptions {
 
 type RingState = 'open' | 'running' | 'closed';
 
-/** A connected ring of `worldSize` ranks that sums Float32Arrays across all of them. */
+/**
+ * A connected ring of `worldSize` ranks that sums Float32Arrays across all of them, whole (`allReduce`) or in
+ * its two halves (`reduceScatter`, then `allGather`) for callers that work on their share in between.
+ */
 export class Ring {
   readonly rank: number;
   readonly worldSize: number;
@@ -105,6 +108,8 @@ export class Ring {
   private readonly next: SendLink | null;
   private readonly buffers = new CollectiveBuffers();
   private state: RingState = 'open';
+  /** The kind of the collective that runs, or ran last; for messages. */
+  private runningKind: CollectiveKind = 'all-reduce';
   private failure: Error | null = null;
   /** A neighbour's normal close that arrived after it completed the running collective; applied when it ends. */
   private closeAfterCollective: Error | null = null;
@@ -192,7 +197,7 @@ export class Ring {
     return new Ring(options, sliceElements, dialed.value, accepted.value);
   }
 
-  /** Number of allReduce calls started on this ring. */
+  /** Number of collectives (allReduce, reduceScatter and allGather calls) started on this ring. */
   get collectives(): number {
     return this.sequence;
   }
@@ -220,20 +225,81 @@ export class Ring {
    * the ring's earlier failure.
    */
   beginAllReduce(buffer: Float32Array, options: AllReduceOptions = {}): BucketedAllReduce {
+    return this.beginCollective('all-reduce', buffer, options.bucketBytes, options.compression ?? this.compression);
+  }
+
+  /**
+   * Runs the reduce-scatter half of `allReduce` with the same buckets and compression. Afterwards the elements
+   * of `buffer` in the returned ranges (this rank's `ownedRanges`) contain the complete sums, bitwise equal to
+   * what `allReduce` would leave there. Every other element is scratch with unspecified values. Every rank
+   * must call it in the same order as the other collectives. Rejects and raises like `allReduce`.
+   */
+  async reduceScatter(buffer: Float32Array, options: AllReduceOptions = {}): Promise<ElementRange[]> {
+    const run = this.beginCollective('reduce-scatter', buffer, options.bucketBytes, options.compression ?? this.compression);
+    run.markFilled(buffer.length);
+    await run.done;
+    return this.ownedRanges(buffer.length, options.bucketBytes);
+  }
+
+  /**
+   * Runs the all-gather half of `allReduce`: copies the elements that each rank owns (its `ownedRanges` for
+   * this buffer length and bucketBytes) from that rank to every other rank, bit for bit. Values always travel
+   * as float32, whatever the ring's compression, so gathered parameters are never rounded. The owned elements
+   * must not change until the call settles. Rejects and raises like `allReduce`.
+   */
+  async allGather(buffer: Float32Array, options: { bucketBytes?: number } = {}): Promise<void> {
+    const run = this.beginCollective('all-gather', buffer, options.bucketBytes, 'none');
+    run.markFilled(buffer.length);
+    await run.done;
+  }
+
+  /**
+   * Lists the elements of a buffer of `length` elements whose sums `rank` (default this rank) completes in
+   * `reduceScatter` and sends in `allGather`. It depends only on the length, the bucket size and the world
+   * size, so every rank can compute every other rank's ranges.
+   */
+  ownedRanges(length: number, bucketBytes: number = this.bucketBytes, rank: number = this.rank): ElementRange[] {
+    return ownedRanges(length, bucketElementsOf(bucketBytes), this.worldSize, rank);
+  }
+
+  /**
+   * Adds one float64 value per rank and returns the sum, with identical bits on every rank: the values are
+   * all-gathered bit for bit and then added in rank order. A ring of one rank returns `value`.
+   */
+  async sumFloat64(value: number): Promise<number> {
+    const { worldSize } = this;
+    if (worldSize === 1) {
+      return value;
+    }
+    // One bucket of 2N float32 values splits into N chunks of one float64 each; rank r owns chunk (r + 1) mod N.
+    const values = new Float64Array(worldSize);
+    const slotOf = (rank: number): number => (rank + 1) % worldSize;
+    values[slotOf(this.rank)] = value;
+    await this.allGather(new Float32Array(values.buffer), { bucketBytes: values.byteLength });
+    let sum = 0;
+    for (let rank = 0; rank < worldSize; rank++) {
+      sum += values[slotOf(rank)] as number;
+    }
+    return sum;
+  }
+
+  /** Starts one bucketed collective of `kind`; see beginAllReduce for what raises at once. */
+  private beginCollective(kind: CollectiveKind, buffer: Float32Array, bucketBytes: number | undefined, compression: Compression): BucketedAllReduce {
+    const method = collectiveMethodName(kind);
     if (!(buffer instanceof Float32Array)) {
-      throw new TypeError(`allReduce expects a Float32Array (got ${describeValue(buffer)})`);
+      throw new TypeError(`${method} expects a Float32Array (got ${describeValue(buffer)})`);
     }
     if (buffer.length > 0xffffffff) {
-      throw new RangeError(`allReduce supports at most 2^32 - 1 elements (got ${buffer.length}); split the buffer`);
+      throw new RangeError(`${method} supports at most 2^32 - 1 elements (got ${buffer.length}); split the buffer`);
     }
-    const bucketElements = bucketElementsOf(options.bucketBytes ?? this.bucketBytes);
-    const compression = options.compression ?? this.compression;
+    const bucketElements = bucketElementsOf(bucketBytes ?? this.bucketBytes);
     checkCompression(compression);
     if (this.state === 'closed') {
-      throw new Error(`allReduce called on rank ${this.rank} after ring.close(); connect a new Ring`);
+      throw new Error(`${method} called on rank ${this.rank} after ring.close(); connect a new Ring`);
     }
     if (this.state === 'running') {
-      throw new Error(`allReduce called on rank ${this.rank} while another allReduce runs; await the previous call first`);
+      const running = collectiveMethodName(this.runningKind);
+      throw new Error(`${method} called on rank ${this.rank} while another ${running} runs; await the previous call first`);
     }
     if (this.failure !== null) {
       throw this.failure;
@@ -247,6 +313,7 @@ export class Ring {
       };
     }
     this.state = 'running';
+    this.runningKind = kind;
     const context = {
       rank: this.rank,
       worldSize: this.worldSize,
@@ -256,7 +323,7 @@ export class Ring {
       sliceElements: this.sliceElements,
       buffers: this.buffers,
     };
-    const run = new BucketedRun(context, buffer, sequence, bucketElements, elementTypeOf(compression));
+    const run = new BucketedRun(context, buffer, sequence, bucketElements, elementTypeOf(compression), kind);
     const done = run.done.then(
       () => {
         this.completed += 1;
@@ -266,7 +333,7 @@ export class Ring {
       (error: Error) => {
         // close() during the collective already failed the links; the ring is gone, so nothing to abort.
         if (!this.isClosed()) {
-          this.abort(error, `ring all-reduce failed in collective ${sequence}`);
+          this.abort(error, `ring ${kind} failed in collective ${sequence}`);
         }
         this.endRunning();
         throw error;
@@ -350,89 +417,4 @@ export class Ring {
     this.previous?.fail(error);
     this.next?.fail(error);
   }
-}
-
-/** Validates the options of `Ring.connect` and returns the slice size in elements. */
-function validateOptions(options: RingConnectOptions): number {
-  const { rank, worldSize, runId, timeoutMs } = options;
-
-  if (endianness() !== 'LE') {
-    // NOTE: frames carry raw little-endian float32 bytes; a big-endian host would need byte swapping.
-    throw new Error(`ring all-reduce needs a little-endian host (this host is ${endianness()})`);
-  }
-  if (!Number.isInteger(worldSize) || worldSize < 1 || worldSize > 0xffffffff) {
-    throw new RangeError(`ring worldSize must be a positive integer (got ${String(worldSize)})`);
-  }
-  if (!Number.isInteger(rank) || rank < 0 || rank >= worldSize) {
-    throw new RangeError(`ring rank must be an integer from 0 to ${worldSize - 1} (got ${String(rank)})`);
-  }
-  if (typeof runId !== 'string' || runId.length === 0) {
-    throw new RangeError(`ring runId must be a non-empty string (got ${describeValue(runId)})`);
-  }
-  if (!(Number.isFinite(timeoutMs) && timeoutMs > 0)) {
-    throw new RangeError(`ring timeoutMs must be a positive number of milliseconds (got ${String(timeoutMs)}); set allreduce.timeoutMs`);
-  }
-
-  const { connectTimeoutMs } = options;
-  if (connectTimeoutMs !== undefined && !(Number.isFinite(connectTimeoutMs) && connectTimeoutMs > 0)) {
-    throw new RangeError(`ring connectTimeoutMs must be a positive number of milliseconds (got ${String(connectTimeoutMs)})`);
-  }
-
-  if (options.bucketBytes !== undefined) {
-    bucketElementsOf(options.bucketBytes);
-  }
-  if (options.compression !== undefined) {
-    checkCompression(options.compression);
-  }
-
-  const sliceBytes = options.sliceBytes ?? DEFAULT_SLICE_BYTES;
-  if (!Number.isInteger(sliceBytes) || sliceBytes < 4) {
-    throw new RangeError(`ring sliceBytes must be an integer of at least 4 bytes (got ${String(sliceBytes)})`);
-  }
-  const sliceElements = Math.floor(sliceBytes / 4);
-  const minPayload = Math.max(FRAME_HEADER_BYTES + sliceElements * 4, MAX_HANDSHAKE_BYTES);
-  if (options.maxPayload !== undefined && !(Number.isInteger(options.maxPayload) && options.maxPayload >= minPayload)) {
-    throw new RangeError(
-      `ring maxPayload must be an integer of at least ${minPayload} bytes, the header plus sliceBytes and no less ` +
-        `than ${MAX_HANDSHAKE_BYTES} for the handshake ` +
-        `(got ${String(options.maxPayload)}); raise maxPayload or lower sliceBytes`,
-    );
-  }
-
-  if (worldSize > 1) {
-    for (const [name, address] of [['previous', options.previous], ['next', options.next]] as const) {
-      if (typeof address?.host !== 'string' || !Number.isInteger(address.port) || address.port < 1 || address.port > 65535) {
-        throw new RangeError(`ring ${name} address must have a host string and a port from 1 to 65535 (got ${JSON.stringify(address)})`);
-      }
-    }
-  }
-  return sliceElements;
-}
-
-/** Returns the bucket length in elements for `bucketBytes`; raises a RangeError below one float32 value. */
-function bucketElementsOf(bucketBytes: number): number {
-  if (!Number.isInteger(bucketBytes) || bucketBytes < 4) {
-    throw new RangeError(
-      `ring bucketBytes must be an integer of at least 4 bytes (got ${String(bucketBytes)}); set allreduce.bucketBytes`,
-    );
-  }
-  return Math.floor(bucketBytes / 4);
-}
-
-function checkCompression(compression: unknown): void {
-  if (!COMPRESSIONS.includes(compression as Compression)) {
-    throw new RangeError(
-      `ring compression must be one of ${COMPRESSIONS.join(', ')} (got ${describeValue(compression)}); set allreduce.compression`,
-    );
-  }
-}
-
-function describeValue(value: unknown): string {
-  if (value === null) {
-    return 'null';
-  }
-  if (typeof value === 'object') {
-    return (value as object).constructor?.name ?? 'object';
-  }
-  return `${typeof value} ${String(value)}`;
 }

@@ -6,10 +6,11 @@
  * in elements. The split depends only on L and B, never on when markFilled is called, and each bucket is
  * summed in the same fixed order as an unbucketed all-reduce of that region. Results are therefore
  * bitwise identical on every rank and from run to run, whatever the order and timing of markFilled calls.
- * Buckets run one after another on the ring, in index order.
+ * Buckets run one after another on the ring, in index order. A standalone reduce-scatter or all-gather uses
+ * the same buckets and runs only that half of each bucket's collective.
  */
-import { runRingAllReduce, type CollectiveContext } from './ring-collective.js';
-import { ElementType } from './ring-frame.js';
+import { ownedChunk, runRingAllReduce, type CollectiveContext } from './ring-collective.js';
+import { ChunkLayout, ElementType, type CollectiveKind } from './ring-frame.js';
 
 /** How values travel on the wire: float32, or rounded to a 16-bit format with sums still done in float32. */
 export type Compression = 'none' | 'fp16' | 'bf16';
@@ -39,6 +40,39 @@ export interface BucketedAllReduce {
   markFilled(endIndex: number): void;
   /** Settles when every bucket is reduced, or with the first error. Resolves only once markFilled has covered the whole buffer. */
   readonly done: Promise<void>;
+}
+
+/** A run of buffer elements, [start, end). */
+export interface ElementRange {
+  start: number;
+  end: number;
+}
+
+/**
+ * Lists the elements whose complete sums `rank` holds after a reduce-scatter of a buffer of `length` elements
+ * in buckets of `bucketElements`: chunk (rank + 1) mod worldSize of every bucket, the chunk that the same
+ * rank completes in an all-reduce. Neighbouring ranges are merged and empty ones left out, so one rank owns
+ * the single range [0, length). The result depends on these four numbers only.
+ */
+export function ownedRanges(length: number, bucketElements: number, worldSize: number, rank: number): ElementRange[] {
+  const buckets = new BucketLayout(length, bucketElements);
+  const chunk = ownedChunk(rank, worldSize);
+  const ranges: ElementRange[] = [];
+  for (let bucket = 0; bucket < buckets.count; bucket++) {
+    const chunks = new ChunkLayout(buckets.end(bucket) - buckets.start(bucket), worldSize);
+    const start = buckets.start(bucket) + chunks.start(chunk);
+    const end = start + chunks.chunkLength(chunk);
+    const last = ranges[ranges.length - 1];
+    if (end === start) {
+      continue;
+    }
+    if (last !== undefined && last.end === start) {
+      last.end = end;
+    } else {
+      ranges.push({ start, end });
+    }
+  }
+  return ranges;
 }
 
 /** The split of a buffer into buckets of at most `bucketElements` elements; see the module comment. */
@@ -77,6 +111,7 @@ export class BucketedRun implements BucketedAllReduce {
   private readonly sequence: number;
   private readonly layout: BucketLayout;
   private readonly elementType: ElementType;
+  private readonly kind: CollectiveKind;
   private filledEnd = 0;
   private nextBucket = 0;
   private running = false;
@@ -84,8 +119,16 @@ export class BucketedRun implements BucketedAllReduce {
   private resolve: () => void = () => undefined;
   private reject: (error: Error) => void = () => undefined;
 
-  constructor(context: CollectiveContext, buffer: Float32Array, sequence: number, bucketElements: number, elementType: ElementType) {
+  constructor(
+    context: CollectiveContext,
+    buffer: Float32Array,
+    sequence: number,
+    bucketElements: number,
+    elementType: ElementType,
+    kind: CollectiveKind = 'all-reduce',
+  ) {
     this.context = context;
+    this.kind = kind;
     this.buffer = buffer;
     this.sequence = sequence;
     this.layout = new BucketLayout(buffer.length, bucketElements);
@@ -118,6 +161,7 @@ export class BucketedRun implements BucketedAllReduce {
       length: this.layout.end(bucket) - this.layout.start(bucket),
       maxElements: this.layout.bucketElements,
       elementType: this.elementType,
+      kind: this.kind,
     };
     runRingAllReduce(this.context, this.buffer, this.sequence, region).then(
       () => {

@@ -1,6 +1,7 @@
 /**
  * One ring all-reduce of one bucket (a contiguous region of the caller's buffer) over two connected
- * links: N-1 reduce-scatter steps, then N-1 all-gather steps.
+ * links: N-1 reduce-scatter steps, then N-1 all-gather steps. A standalone reduce-scatter runs only the
+ * first N-1 steps and a standalone all-gather only the last N-1, on the same chunks.
  *
  * Rank r first sends its own chunk r. Every later frame is one just received from the previous rank,
  * forwarded to the next rank as soon as it is applied, so slices of a step stream through the ring
@@ -23,10 +24,14 @@ import {
   ElementType,
   FRAME_HEADER_BYTES,
   RingPhase,
+  collectiveKindOf,
+  collectiveMethodName,
   elementBytes,
   elementTypeName,
   phaseName,
+  wirePhaseOf,
   writeFrameHeader,
+  type CollectiveKind,
   type FrameHeader,
 } from './ring-frame.js';
 import type { CollectiveBuffers } from './ring-frame-pool.js';
@@ -59,6 +64,8 @@ export interface BucketRegion {
   /** Largest bucket length of the collective; every rank must use the same. */
   maxElements: number;
   elementType: ElementType;
+  /** Which steps run: all of them, or only the reduce-scatter or the all-gather half. */
+  kind: CollectiveKind;
 }
 
 /** Position of a frame in the collective, for the header and for messages. */
@@ -68,9 +75,9 @@ interface StepPosition {
 }
 
 /**
- * Sums the elements of `buffer` in `region` across all ranks, in place. `sequence` is the collective's
- * number; every rank must pass the same sequence and region. Rejects with RINGTRAIN_ERR_PROTOCOL,
- * _PEER_CLOSED or _COLLECTIVE_TIMEOUT.
+ * Sums the elements of `buffer` in `region` across all ranks, in place, or runs only one half of that sum
+ * (see `region.kind` and `ownedChunk`). `sequence` is the collective's number; every rank must pass the same
+ * sequence and region. Rejects with RINGTRAIN_ERR_PROTOCOL, _PEER_CLOSED or _COLLECTIVE_TIMEOUT.
  */
 export function runRingAllReduce(context: CollectiveContext, buffer: Float32Array, sequence: number, region: BucketRegion): Promise<void> {
   return new Promise<void>((resolve, reject) => {
@@ -90,13 +97,15 @@ class CollectiveRun implements FrameConsumer {
   /** Bytes per payload value: 4, or 2 with compression. */
   private readonly valueBytes: number;
   private readonly layout: ChunkLayout;
-  private readonly totalSteps: number;
+  /** The steps this run takes are firstStep to endStep - 1 of the 2(N - 1) steps of an all-reduce. */
+  private readonly firstStep: number;
+  private readonly endStep: number;
   private readonly resolve: () => void;
   private readonly reject: (error: Error) => void;
   private readonly previousRank: number;
   private readonly nextRank: number;
 
-  /** Index of the step whose frames arrive now, 0 to totalSteps - 1; totalSteps once all arrived. */
+  /** Index of the step whose frames arrive now, firstStep to endStep - 1; endStep once all arrived. */
   private step = 0;
   private position: StepPosition = { phase: RingPhase.ReduceScatter, step: 0 };
   private chunkEnd = 0;
@@ -131,7 +140,9 @@ class CollectiveRun implements FrameConsumer {
     this.region = region;
     this.valueBytes = elementBytes(region.elementType);
     this.layout = new ChunkLayout(region.length, context.worldSize);
-    this.totalSteps = 2 * (context.worldSize - 1);
+    const halfSteps = context.worldSize - 1;
+    this.firstStep = region.kind === 'all-gather' ? halfSteps : 0;
+    this.endStep = region.kind === 'reduce-scatter' ? halfSteps : 2 * halfSteps;
     this.resolve = resolve;
     this.reject = reject;
     this.previousRank = context.previous.info.peerRank;
@@ -148,18 +159,19 @@ class CollectiveRun implements FrameConsumer {
       next.addFailureListener((error) => this.finish(error)),
       previous.addFailureListener((error) => {
         // Once every frame has arrived, only the sends to the next rank are left, so the collective can finish.
-        if (this.step < this.totalSteps) {
+        if (this.step < this.endStep) {
           this.finish(error);
         }
       }),
     );
     this.watchdog = setTimeout(() => this.checkProgress(), this.context.timeoutMs);
-    this.ownStart = this.region.start + this.layout.start(rank);
-    this.ownEnd = this.ownStart + this.layout.chunkLength(rank);
-    this.enterStep(0);
+    const ownChunk = this.region.kind === 'all-gather' ? ownedChunk(rank, this.context.worldSize) : rank;
+    this.ownStart = this.region.start + this.layout.start(ownChunk);
+    this.ownEnd = this.ownStart + this.layout.chunkLength(ownChunk);
+    this.enterStep(this.firstStep);
     this.sendOwnChunk();
     previous.setConsumer(this);
-    if (!this.settled && this.step < this.totalSteps && previous.failedWith !== null) {
+    if (!this.settled && this.step < this.endStep && previous.failedWith !== null) {
       this.finish(previous.failedWith);
     }
   }
@@ -167,7 +179,7 @@ class CollectiveRun implements FrameConsumer {
   private enterStep(step: number): void {
     const { rank, worldSize } = this.context;
     this.step = step;
-    if (step >= this.totalSteps) {
+    if (step >= this.endStep) {
       return;
     }
     this.position = stepPosition(step, worldSize);
@@ -212,8 +224,8 @@ class CollectiveRun implements FrameConsumer {
     const frame = this.currentFrame;
     this.current = null;
     this.currentFrame = null;
-    const { worldSize, rank } = this.context;
-    const forward = this.step + 1 < this.totalSteps ? { ...header, ...stepPosition(this.step + 1, worldSize), senderRank: rank } : null;
+    const { rank } = this.context;
+    const forward = this.step + 1 < this.endStep ? { ...header, ...this.headerPosition(this.step + 1), senderRank: rank } : null;
     if (this.valueBytes === 4) {
       this.applyFloat32(header, frame, forward);
     } else {
@@ -222,7 +234,7 @@ class CollectiveRun implements FrameConsumer {
     this.offset += header.count;
     if (this.offset >= this.chunkEnd) {
       this.enterStep(this.step + 1);
-      if (this.step === this.totalSteps) {
+      if (this.step === this.endStep) {
         // Frames of the next collective wait in the socket until that collective starts.
         this.context.previous.setConsumer(null);
         this.finishIfDone();
@@ -241,10 +253,11 @@ class CollectiveRun implements FrameConsumer {
         writeFrameHeader(frame, forward!);
         this.sendFrame(frame.subarray(0, FRAME_HEADER_BYTES + header.count * 4), frame);
       } else {
-        // The last reduce-scatter step completes the sum: it stays in the buffer and leaves from there.
+        // The last reduce-scatter step completes the sum: it stays in the buffer and leaves from there,
+        // unless this is a standalone reduce-scatter, which ends here.
         addInto(local, received, local, header.count);
         this.context.buffers.releaseFrame(frame);
-        this.sendFromBuffer(forward!);
+        if (forward !== null) this.sendFromBuffer(forward);
       }
     } else if (forward !== null) {
       this.sendFromBuffer(forward);
@@ -272,19 +285,20 @@ class CollectiveRun implements FrameConsumer {
 
   /**
    * Sends the own chunk in slices of at most sliceElements: straight from the buffer for float32, else
-   * encoded into pool frames. Its region of the buffer changes again only in all-gather step 0. By then
-   * every byte sent from it has reached the kernel, because its final sums depend on all of them having
-   * passed through the next rank.
+   * encoded into pool frames. In an all-reduce its region of the buffer changes again only in all-gather
+   * step 0. By then every byte sent from it has reached the kernel, because its final sums depend on all of
+   * them having passed through the next rank. A standalone all-gather starts with the chunk this rank owns,
+   * which no received frame overwrites.
    */
   private sendOwnChunk(): void {
     const { sliceElements, rank } = this.context;
+    const position = this.headerPosition(this.firstStep);
     let offset = this.ownStart;
     do {
       const count = Math.min(sliceElements, this.ownEnd - offset);
       const header: FrameHeader = {
-        phase: RingPhase.ReduceScatter,
+        ...position,
         elementType: this.region.elementType,
-        step: 0,
         sequence: this.sequence,
         senderRank: rank,
         totalLength: this.buffer.length,
@@ -348,7 +362,7 @@ class CollectiveRun implements FrameConsumer {
   }
 
   private finishIfDone(): void {
-    if (this.step === this.totalSteps && this.context.next.pendingSends === 0) {
+    if (this.step === this.endStep && this.context.next.pendingSends === 0) {
       this.context.buffers.trim();
       this.finish(null);
     }
@@ -361,12 +375,12 @@ class CollectiveRun implements FrameConsumer {
     }
     const { timeoutMs, next } = this.context;
     const now = performance.now();
-    const receiveDeadline = this.step < this.totalSteps ? this.lastFrameAt + timeoutMs : Infinity;
+    const receiveDeadline = this.step < this.endStep ? this.lastFrameAt + timeoutMs : Infinity;
     const writeDeadline = next.pendingSends > 0 ? this.lastWriteAt + timeoutMs : Infinity;
     if (now >= receiveDeadline) {
       this.finish(this.timeoutError(this.position, `a frame from rank ${this.previousRank}`, this.previousRank));
     } else if (now >= writeDeadline) {
-      const last = stepPosition(this.totalSteps - 1, this.context.worldSize);
+      const last = stepPosition(this.endStep - 1, this.context.worldSize);
       this.finish(this.timeoutError(last, `rank ${this.nextRank} to accept data`, this.nextRank));
     } else {
       const wait = Math.min(receiveDeadline, writeDeadline, now + timeoutMs) - now;
@@ -393,11 +407,24 @@ class CollectiveRun implements FrameConsumer {
     }
   }
 
+  /** Returns the phase byte and step within the phase that frames of step `t` carry. */
+  private headerPosition(t: number): Pick<FrameHeader, 'phase' | 'step'> {
+    const position = stepPosition(t, this.context.worldSize);
+    return { phase: wirePhaseOf(this.region.kind, position.phase), step: position.step };
+  }
+
   private checkHeader(header: FrameHeader): void {
     const { rank } = this.context;
     const peer = this.previousRank;
     const { position, sequence, region } = this;
     const where = `${phaseName(position.phase)} step ${position.step} of bucket ${region.index} of collective ${sequence}`;
+    const peerKind = collectiveKindOf(header.phase);
+    if (peerKind !== null && peerKind !== region.kind) {
+      throw protocolError(
+        `rank ${rank} runs ${collectiveMethodName(region.kind)} but rank ${peer} sent a frame of ` +
+          `${collectiveMethodName(peerKind)} in ${where}; every rank must call the same collectives in the same order`,
+      );
+    }
     if (header.totalLength !== this.buffer.length) {
       throw protocolError(
         `rank ${rank} called allReduce with ${this.buffer.length} elements, but rank ${peer} sent a frame for ` +
@@ -423,7 +450,7 @@ class CollectiveRun implements FrameConsumer {
           'set the same allreduce.bucketBytes on every rank',
       );
     }
-    if (header.senderRank !== peer || header.phase !== position.phase || header.step !== position.step) {
+    if (header.senderRank !== peer || header.phase !== wirePhaseOf(region.kind, position.phase) || header.step !== position.step) {
       throw protocolError(
         `rank ${rank} expected a frame from rank ${peer} for ${where} but got one from rank ` +
           `${header.senderRank} for phase ${header.phase} step ${header.step}; the ring order of the ranks disagrees`,
@@ -448,6 +475,14 @@ class CollectiveRun implements FrameConsumer {
         'is running and calls allReduce as often as the others, or raise allreduce.timeoutMs',
     );
   }
+}
+
+/**
+ * Returns the chunk of a bucket whose complete sums `rank` holds after reduce-scatter, chunk (rank + 1) mod
+ * N: the chunk that the last reduce-scatter step delivers to it.
+ */
+export function ownedChunk(rank: number, worldSize: number): number {
+  return (rank + 1) % worldSize;
 }
 
 function stepPosition(t: number, worldSize: number): StepPosition {

@@ -13,10 +13,47 @@ export const FRAME_MAGIC = 0x52415452;
 /** Version of the data frame layout; a frame with another version is a protocol error. */
 export const FRAME_VERSION = 2;
 
-/** Phase of a ring collective, as stored in the frame header. */
+/** Phase of a ring collective: the two halves of an all-reduce. */
 export enum RingPhase {
   ReduceScatter = 1,
   AllGather = 2,
+}
+
+/** Which collective a frame belongs to: an all-reduce, or one of its halves called on its own. */
+export type CollectiveKind = 'all-reduce' | 'reduce-scatter' | 'all-gather';
+
+/**
+ * Phase byte values of the frame header. An all-reduce sends 1 and 2; a standalone reduce-scatter sends 3 and
+ * a standalone all-gather 4, so a rank that calls another collective than its neighbour fails with a clear
+ * message instead of a sequence mismatch.
+ */
+export enum WirePhase {
+  AllReduceScatter = 1,
+  AllReduceGather = 2,
+  ReduceScatterOnly = 3,
+  AllGatherOnly = 4,
+}
+
+/** Returns the phase byte that frames of `phase` carry in a collective of kind `kind`. */
+export function wirePhaseOf(kind: CollectiveKind, phase: RingPhase): WirePhase {
+  if (kind === 'reduce-scatter') return WirePhase.ReduceScatterOnly;
+  if (kind === 'all-gather') return WirePhase.AllGatherOnly;
+  return phase === RingPhase.ReduceScatter ? WirePhase.AllReduceScatter : WirePhase.AllReduceGather;
+}
+
+/** Returns the collective kind that the phase byte `wirePhase` belongs to, or null for an unknown value. */
+export function collectiveKindOf(wirePhase: number): CollectiveKind | null {
+  switch (wirePhase) {
+    case WirePhase.AllReduceScatter:
+    case WirePhase.AllReduceGather:
+      return 'all-reduce';
+    case WirePhase.ReduceScatterOnly:
+      return 'reduce-scatter';
+    case WirePhase.AllGatherOnly:
+      return 'all-gather';
+    default:
+      return null;
+  }
 }
 
 /** Type of the payload values, as stored in the frame header. */
@@ -40,7 +77,8 @@ export function elementTypeName(type: ElementType): string {
 
 /** The fields of a data frame header, in elements (buffer values) where they are lengths. */
 export interface FrameHeader {
-  phase: RingPhase;
+  /** Phase byte: see WirePhase. */
+  phase: WirePhase;
   elementType: ElementType;
   /** Ring step within the phase, 0 to worldSize - 2. */
   step: number;
@@ -63,6 +101,11 @@ export interface FrameHeader {
 /** Returns the human name of a phase for log lines and error messages. */
 export function phaseName(phase: RingPhase): string {
   return phase === RingPhase.ReduceScatter ? 'reduce-scatter' : 'all-gather';
+}
+
+/** Returns the name of a collective kind as its Ring method: "allReduce", "reduceScatter" or "allGather". */
+export function collectiveMethodName(kind: CollectiveKind): string {
+  return kind === 'all-reduce' ? 'allReduce' : kind === 'reduce-scatter' ? 'reduceScatter' : 'allGather';
 }
 
 /** Writes `header` into the first FRAME_HEADER_BYTES of `frame`; all fields are little-endian. */

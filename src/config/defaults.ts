@@ -63,6 +63,7 @@ export const DEFAULT_CONFIG: Readonly<RunConfig> = deepFreeze<RunConfig>({
     warmupSteps: 100,
     minLrRatio: 0.05,
     clipNorm: 1.0,
+    shardState: true,
   },
   allreduce: {
     timeoutMs: 30000,

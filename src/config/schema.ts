@@ -100,6 +100,7 @@ export const CONFIG_SCHEMA: ConfigSchema<RunConfig> = {
     warmupSteps: nonNegativeInteger,
     minLrRatio: { kind: 'number', min: 0, max: 1 },
     clipNorm: { kind: 'number', min: 0 },
+    shardState: { kind: 'boolean' },
   },
   allreduce: {
     timeoutMs,

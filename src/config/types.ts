@@ -110,6 +110,11 @@ export interface OptimizerConfig {
   minLrRatio: number;
   /** Clip the reduced gradient to this global L2 norm (0 disables clipping). */
   clipNorm: number;
+  /**
+   * Shard the optimizer update across ranks (ZeRO stage 1): reduce-scatter the gradients, update only the
+   * owned parameters, all-gather them. Ignored with one worker.
+   */
+  shardState: boolean;
 }
 
 export interface AllReduceConfig {

@@ -4,8 +4,11 @@
  */
 import type { OptimizerConfig } from '../config/types.js';
 import type { ParameterSpec } from '../models/model.js';
-import { clipByGlobalNorm } from './clip.js';
+import { clipByGlobalNorm, clipScaleFor, type ElementRange } from './clip.js';
 import { learningRateAt } from './schedule.js';
+
+/** The optimizer settings that shape the update; `shardState` only decides which rank computes which part. */
+export type AdamWConfig = Omit<OptimizerConfig, 'shardState'>;
 
 /** Optimizer state that a checkpoint needs to resume a run bit for bit. */
 export interface AdamWState {
@@ -92,7 +95,7 @@ export class AdamW {
   /** Length of the run, which sets the end of the cosine decay. */
   readonly totalSteps: number;
 
-  private readonly config: Readonly<OptimizerConfig>;
+  private readonly config: Readonly<AdamWConfig>;
   private readonly segments: readonly DecaySegment[];
   private readonly firstMoment: Float32Array;
   private readonly secondMoment: Float32Array;
@@ -103,7 +106,7 @@ export class AdamW {
    * `config` is expected to be validated already. Throws a RangeError when `totalSteps` is not an integer of
    * at least 1 or a spec has an invalid shape.
    */
-  constructor(specs: readonly ParameterSpec[], config: OptimizerConfig, totalSteps: number) {
+  constructor(specs: readonly ParameterSpec[], config: AdamWConfig, totalSteps: number) {
     if (!Number.isSafeInteger(totalSteps) || totalSteps < 1) {
       throw new RangeError(`AdamW totalSteps must be an integer of at least 1 (got ${totalSteps})`);
     }
@@ -131,10 +134,9 @@ export class AdamW {
     this.checkLength('parameters', parameters.length);
     this.checkLength('gradients', gradients.length);
 
-    const { beta1, beta2, eps, weightDecay, clipNorm } = this.config;
     const stepNumber = this.completedSteps + 1;
 
-    const { norm, scale } = clipByGlobalNorm(gradients, clipNorm);
+    const { norm, scale } = clipByGlobalNorm(gradients, this.config.clipNorm);
     if (!Number.isFinite(norm)) {
       throw new RangeError(
         `gradient global norm is ${norm} at optimizer step ${stepNumber}; the parameters were left unchanged. ` +
@@ -142,32 +144,89 @@ export class AdamW {
       );
     }
 
+    const lr = this.applyUpdate(parameters, gradients, [{ start: 0, end: this.parameterCount }], 1);
+    return { lr, gradNorm: norm, clipped: scale < 1 };
+  }
+
+  /**
+   * Applies one update to the elements of `ranges` only, with the same arithmetic as `step`: for equal
+   * inputs each of those elements gets the same bits as `step` would give it. `gradNorm` is the global norm
+   * of the whole gradient, which the caller measures across every rank. When clipping applies, each gradient
+   * is multiplied by `clipNorm / gradNorm` and rounded to float32 inside the update loop, where `step` uses a
+   * separate pass. `gradients` is read only. The step count advances by one even when `ranges` is empty,
+   * so every rank of a sharded run stays at the same step.
+   *
+   * Throws a RangeError, before changing anything, when a buffer length differs from `parameterCount`, a
+   * range lies outside it, or `gradNorm` is NaN or Infinity.
+   */
+  stepRanges(parameters: Float32Array, gradients: Float32Array, ranges: readonly ElementRange[], gradNorm: number): AdamWStepResult {
+    this.checkLength('parameters', parameters.length);
+    this.checkLength('gradients', gradients.length);
+    for (const { start, end } of ranges) {
+      if (!(Number.isInteger(start) && Number.isInteger(end) && start >= 0 && start <= end && end <= this.parameterCount)) {
+        throw new RangeError(`AdamW range [${start}, ${end}) is not within [0, ${this.parameterCount}); pass integer ranges with start <= end`);
+      }
+    }
+    if (!Number.isFinite(gradNorm)) {
+      throw new RangeError(
+        `gradient global norm is ${gradNorm} at optimizer step ${this.completedSteps + 1}; the parameters were left unchanged. ` +
+          'Lower optimizer.lr or enable clipping with optimizer.clipNorm',
+      );
+    }
+    const scale = clipScaleFor(gradNorm, this.config.clipNorm);
+    const lr = this.applyUpdate(parameters, gradients, ranges, scale);
+    return { lr, gradNorm, clipped: scale < 1 };
+  }
+
+  /**
+   * Updates the elements of `ranges` with gradients multiplied by `gradientScale` (1: used as they are),
+   * advances the step count and returns the learning rate used.
+   */
+  private applyUpdate(parameters: Float32Array, gradients: Float32Array, ranges: readonly ElementRange[], gradientScale: number): number {
+    const { beta1, beta2, eps, weightDecay } = this.config;
+    const stepNumber = this.completedSteps + 1;
     const lr = learningRateAt(stepNumber, this.totalSteps, this.config);
     const oneMinusBeta1 = 1 - beta1;
     const oneMinusBeta2 = 1 - beta2;
     const stepSize = lr / (1 - beta1 ** stepNumber);
     const sqrtBiasCorrection2 = Math.sqrt(1 - beta2 ** stepNumber);
     const decayFactor = 1 - lr * weightDecay;
+    const scaled = gradientScale !== 1;
     const m = this.firstMoment;
     const v = this.secondMoment;
 
-    for (const segment of this.segments) {
-      const shrink = segment.decay ? decayFactor : 1;
-      for (let i = segment.start; i < segment.end; i++) {
-        const g = gradients[i] as number;
-        // Math.fround gives the value the float32 store keeps, so the update uses exactly the stored moments
-        // and a run resumed from saved moments matches an uninterrupted one bit for bit.
-        const mi = Math.fround(beta1 * (m[i] as number) + oneMinusBeta1 * g);
-        const vi = Math.fround(beta2 * (v[i] as number) + oneMinusBeta2 * g * g);
-        m[i] = mi;
-        v[i] = vi;
-        const denominator = Math.sqrt(vi) / sqrtBiasCorrection2 + eps;
-        parameters[i] = (parameters[i] as number) * shrink - (stepSize * mi) / denominator;
+    for (const range of ranges) {
+      for (const segment of this.segments) {
+        const start = Math.max(segment.start, range.start);
+        const end = Math.min(segment.end, range.end);
+        const shrink = segment.decay ? decayFactor : 1;
+        for (let i = start; i < end; i++) {
+          // Math.fround of the product is the value a float32 store of the clipped gradient keeps.
+          const g = scaled ? Math.fround((gradients[i] as number) * gradientScale) : (gradients[i] as number);
+          // Math.fround gives the value the float32 store keeps, so the update uses exactly the stored moments
+          // and a run resumed from saved moments matches an uninterrupted one bit for bit.
+          const mi = Math.fround(beta1 * (m[i] as number) + oneMinusBeta1 * g);
+          const vi = Math.fround(beta2 * (v[i] as number) + oneMinusBeta2 * g * g);
+          m[i] = mi;
+          v[i] = vi;
+          const denominator = Math.sqrt(vi) / sqrtBiasCorrection2 + eps;
+          parameters[i] = (parameters[i] as number) * shrink - (stepSize * mi) / denominator;
+        }
       }
     }
 
     this.completedSteps = stepNumber;
-    return { lr, gradNorm: norm, clipped: scale < 1 };
+    return lr;
+  }
+
+  /**
+   * Copies the moments of every element from the rank that owns it: `allGather` must fill the elements of
+   * each buffer that other ranks own, as `Ring.allGather` does for the ranges of the gradient reduce-scatter.
+   * A sharded run calls this before exporting its state, because each rank updates only its own moments.
+   */
+  async gatherMoments(allGather: (values: Float32Array) => Promise<void>): Promise<void> {
+    await allGather(this.firstMoment);
+    await allGather(this.secondMoment);
   }
 
   /** Returns a copy of the optimizer state for a checkpoint. */

@@ -23,6 +23,37 @@ export function globalNorm(values: Float32Array): number {
   return Math.sqrt(sumOfSquares);
 }
 
+/** A run of buffer elements, [start, end). */
+export interface ElementRange {
+  start: number;
+  end: number;
+}
+
+/**
+ * Multiplies the elements of `ranges` by `factor` in place (each product rounded to float32 by the store) and
+ * returns the sum of squares of the stored values, added in float64 in range order and index order. With one
+ * range [0, length) the square root of the result equals `globalNorm` of the scaled values bit for bit.
+ */
+export function scaleAndSumSquares(values: Float32Array, ranges: readonly ElementRange[], factor: number): number {
+  let sumOfSquares = 0;
+  for (const { start, end } of ranges) {
+    for (let i = start; i < end; i++) {
+      const scaled = Math.fround((values[i] as number) * factor);
+      values[i] = scaled;
+      sumOfSquares += scaled * scaled;
+    }
+  }
+  return sumOfSquares;
+}
+
+/**
+ * Returns the factor that clipping to `maxNorm` applies to gradients of global norm `norm`: `maxNorm / norm`
+ * when `maxNorm` is above 0 and the norm is finite and above it, otherwise 1 (the rule of clipByGlobalNorm).
+ */
+export function clipScaleFor(norm: number, maxNorm: number): number {
+  return maxNorm === 0 || !Number.isFinite(norm) || norm <= maxNorm ? 1 : maxNorm / norm;
+}
+
 /**
  * Scales `gradients` in place so that their global L2 norm is at most `maxNorm`, and returns the norm measured
  * before scaling together with the factor applied.

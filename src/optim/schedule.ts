@@ -18,7 +18,7 @@ import type { OptimizerConfig } from '../config/types.js';
  * The result depends only on float64 arithmetic and `Math.cos`, so every rank on the same Node build gets the
  * same bits. Throws a RangeError unless `step` and `totalSteps` are integers of at least 1.
  */
-export function learningRateAt(step: number, totalSteps: number, config: OptimizerConfig): number {
+export function learningRateAt(step: number, totalSteps: number, config: Pick<OptimizerConfig, 'lr' | 'warmupSteps' | 'minLrRatio'>): number {
   if (!Number.isSafeInteger(step) || step < 1) {
     throw new RangeError(`learning-rate step must be an integer of at least 1 (got ${step}); steps count from 1`);
   }
