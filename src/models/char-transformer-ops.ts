@@ -7,7 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 
 import { columnSums, customGradient, type MatMulStrategy } from './fast-matmul.js';
 
-/** Additive attention bias of future keys; exp() of it underflows to exactly 0 in float32. */
+/** Additive attention bias of future keys, whose exp() underflows to exactly 0 in float32. */
 const FUTURE_KEY_BIAS = -1e9;
 
 /**
@@ -50,7 +50,8 @@ export function addToEveryRow(x: tf.Tensor2D, row: tf.Tensor2D, strategy: MatMul
     value: tf.add(matrix, broadcastRow),
     gradFunc: (dy: tf.Tensor) => {
       const dyMatrix = dy as tf.Tensor2D;
-      // A clone, because returning dy itself lets the tape dispose one buffer twice, which corrupts WASM memory.
+      // A clone, because returning dy itself made the WASM backend of tfjs 4.22 fail with out-of-bounds memory
+      // errors later in the same backward pass.
       return [tf.clone(dyMatrix), tf.reshape(columnSums(dyMatrix, strategy), [1, dyMatrix.shape[1]])];
     },
   }));

@@ -8,12 +8,12 @@ import { constantArray, glorotUniform, normalArray, parameterRandom } from './in
 
 /** Sizes and regularisation of a decoder-only character transformer. */
 export interface CharTransformerOptions {
-  /** Distinct character ids; token ids lie in [0, vocabularySize). */
+  /** Number of distinct character ids, so token ids lie in [0, vocabularySize). */
   vocabularySize: number;
   /** Rows of the learned position table, the longest sequence `forward` accepts. */
   contextLength: number;
   dModel: number;
-  /** Attention heads per block; must divide dModel. */
+  /** Attention heads per block, a divisor of dModel. */
   heads: number;
   layers: number;
   /** Hidden width of each feed-forward block. */
@@ -27,7 +27,7 @@ export interface CharTransformerOptions {
 /** Standard deviation of the initial token and position embeddings. */
 const EMBEDDING_STD = 0.02;
 
-/** Names of the parameters that `forward` reads outside the blocks. */
+/** Names of the parameters outside the transformer blocks. */
 export const CHAR_PARAMETER_NAMES = {
   token: 'embedding/token',
   position: 'embedding/position',
@@ -81,8 +81,8 @@ export function validateCharTransformerOptions(options: CharTransformerOptions):
  * query, key, value and output projections, the feed-forward norm and its two dense layers, and last the final
  * norm and the output projection. Kernels are decayed. Embeddings, biases and norm gains are not.
  *
- * Each attention projection is one [dModel, dModel] kernel for all heads; head h uses columns (query, key,
- * value) or rows (output) h * dModel / heads onwards.
+ * Each attention projection is one [dModel, dModel] kernel shared by all heads. Head h reads dModel / heads
+ * columns (query, key, value) or rows (output) of it, starting at h * dModel / heads.
  */
 export function charTransformerParameters(options: CharTransformerOptions): CharParameterEntry[] {
   validateCharTransformerOptions(options);

@@ -1,11 +1,11 @@
 /**
  * A decoder-only transformer over character ids that returns next-character logits at every position.
  *
- * Token embeddings (a one-hot product) plus learned position embeddings, then `layers` pre-norm blocks of
- * causal multi-head self-attention and a ReLU feed-forward layer, each added to the residual stream, a final
- * layer norm and an output projection with its own kernel and bias (not tied to the token embedding). Dropout,
- * when training, applies to the embedding sum and to the output of every attention and feed-forward layer before
- * the residual add. Attention probabilities get no dropout.
+ * The input is the sum of token embeddings (a one-hot product) and learned position embeddings. `layers`
+ * pre-norm blocks follow, each adding causal multi-head self-attention and then a ReLU feed-forward layer to the
+ * residual stream. A final layer norm and an output projection with its own kernel and bias (not tied to the
+ * token embedding) give the logits. When training, dropout applies to the embedding sum and to the output of
+ * every attention and feed-forward layer before the residual add. Attention probabilities get no dropout.
  *
  * The whole forward pass is differentiable with `tf.variableGrads` on the cpu and wasm backends: no op in it
  * lacks a gradient on either, and matrix-product gradients follow the backend active at each call.
@@ -61,10 +61,10 @@ export class CharTransformer {
 
   private readonly byName: Map<string, tf.Variable>;
   private readonly kernelsByStrategy = new Map<MatMulStrategy, Kernels>();
-  /** Dropout masks drawn so far; mixed into each mask's seed so that no two masks repeat. */
+  /** Count of dropout masks drawn so far, mixed into the seed of each new mask so that masks differ between calls. */
   private dropoutDraws = 0;
 
-  /** Creates the parameters from `options.seed`; throws a ConfigError on invalid options. */
+  /** Creates the parameters from `options.seed`. Throws a ConfigError when an option is invalid. */
   constructor(options: CharTransformerOptions) {
     this.options = { ...options };
     this.variables = charTransformerParameters(this.options).map((entry) => ({
@@ -186,8 +186,8 @@ export class CharTransformer {
 
   /**
    * Returns causal multi-head self-attention of `x` [batch * time, dModel], projected back to dModel.
-   * Each head slices its columns out of the shared kernels, which keeps activations 2-D and 3-D: a 4-D head
-   * transpose of the activations would cost more than slicing the small kernels.
+   * Each head slices its columns out of the shared kernels, so the activations stay 2-D and 3-D and need no
+   * 4-D transpose to split them into heads.
    */
   private attention(x: tf.Tensor2D, prefix: string, context: ForwardContext): tf.Tensor2D {
     const { kernels, batch, time } = context;
