@@ -221,6 +221,7 @@ function runTraining(): void {
     warmupSteps: Number(values.warmup),
     minLrRatio: 0.1,
     clipNorm: 1,
+    shardState: false,
   };
   const optimizer = new AdamW(specs, optimizerConfig, steps);
   const sizes = model.variables.map((entry) => entry.variable.size);
