@@ -71,7 +71,7 @@ test.serial('example task trains on two workers', async (t) => {
   const report = JSON.parse(readFileSync(join(result.runDir, 'eval-report.json'), 'utf8')) as { accuracy: number; examples: number };
   t.is(report.examples, 500);
   t.true(report.accuracy > 0.8, `accuracy ${report.accuracy}`);
-  // The weights file holds the batch-normalisation statistics as well as the trainable weights.
+  // The weights file contains the batch-normalisation statistics as well as the trainable weights.
   const weights = readSafetensors(join(result.runDir, 'weights.safetensors'));
   t.true([...weights.keys()].some((name) => name.includes('moving_mean')), [...weights.keys()].join(', '));
   t.deepEqual(runningPids(pidsInLog(result.runDir)), []);
@@ -143,8 +143,8 @@ test.serial('evaluation equals single-process evaluation', async (t) => {
 
 test.serial('balancing speeds up a slow rank', async (t) => {
   t.timeout(180_000);
-  // Rank 1 spends 4 ms more per example. With equal shards of 16 it adds 64 ms to every step; balanced, its
-  // share falls to the 0.25 floor (4 examples, 16 ms), so the balanced run must be clearly faster.
+  // Rank 1 spends 4 ms more per example, so equal shards of 16 add 64 ms to every step. Balanced, its share
+  // falls to the 0.25 floor (4 examples, 16 ms), so the balanced run must be clearly faster.
   const flags = ['--gpus', '2', '--config', exampleConfig, '--task', examplePath, '--backend', 'cpu', '--max-steps', '30', '--set', 'train.globalBatchSize=32', '--set', 'train.checksumEvery=0'];
   const env = { RINGTRAIN_FAULT_SLOW: '1:4' };
   const equal = await launch(t, flags, { env });

@@ -341,7 +341,7 @@ function shardCollectives(ring: Ring, config: RunConfig): ShardCollectives | und
   };
 }
 
-/** Sums `buffer` across the ring with float32 values on the wire, whatever `allreduce.compression` says. */
+/** Sums `buffer` across the ring with float32 values on the wire, whatever the value of `allreduce.compression`. */
 function allReduceFloat32(ring: Ring, buffer: Float32Array): Promise<void> {
   const reduction = ring.beginAllReduce(buffer, { compression: 'none' });
   reduction.markFilled(buffer.length);

@@ -12,7 +12,7 @@ import { countPredictions } from '../src/metrics/classification.js';
 
 /**
  * Sums a buffer in place across all ranks; the ring all-reduce in training, the identity for one process.
- * `exact` asks for float32 on the wire even when `allreduce.compression` is on.
+ * `exact` requests float32 on the wire even when `allreduce.compression` is on.
  */
 export type AllReduce = (buffer: Float32Array, exact?: boolean) => Promise<void>;
 
@@ -30,7 +30,7 @@ export interface ShardCollectives {
   sumFloat64(value: number): Promise<number>;
 }
 
-/** How one step runs on this rank. */
+/** Settings of one step on this rank. */
 export interface StepOptions {
   /** Rank 0 contributes its buffer values; every other rank contributes zeros. */
   isRoot: boolean;

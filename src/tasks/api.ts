@@ -1,6 +1,6 @@
 /**
  * The public task API: what a user's task module supplies so that ringtrain can train its model data-parallel.
- * docs/tasks.md explains it with an example; examples/ holds tasks written against it.
+ * docs/tasks.md explains it with an example, and examples/ contains tasks written against it.
  *
  * A task has two halves that run in different threads. The data half (`load`, `describe`, `batch`) runs in each
  * worker's data-loading threads and returns plain typed arrays. The model half (`model`, `loss`) runs on the
@@ -35,14 +35,14 @@ export interface DatasetInfo {
   meta?: Record<string, unknown>;
 }
 
-/** What `load` receives: the resolved run config and the task's own options (`taskOptions`). */
+/** The argument of `load`: the resolved run config and the task's own options (`taskOptions`). */
 export interface DataContext {
   config: RunConfig;
   options: TaskOptions;
   seed: number;
 }
 
-/** What `model` receives on the training thread. */
+/** The argument of `model` on the training thread. */
 export interface ModelContext extends DataContext {
   info: DatasetInfo;
   /** The TensorFlow.js instance ringtrain trains with; build the model with this one. */
@@ -67,7 +67,7 @@ export interface VariableModel {
   dispose?(): void;
 }
 
-/** What a custom loss returns: the summed loss of the batch and the number of terms in the sum. */
+/** The result of a custom loss: the summed loss of the batch and the number of terms in the sum. */
 export interface LossResult {
   sum: tf.Scalar;
   count: number;
@@ -81,7 +81,7 @@ export type LossFunction = (outputs: tf.Tensor, batch: Record<string, tf.Tensor>
 
 /**
  * Built-in losses. `softmax-cross-entropy` takes logits [..., classes] and int32 labels [...] where -1 marks
- * padding; `sparse-categorical-crossentropy` is the same on probabilities (a softmax output layer);
+ * padding. `sparse-categorical-crossentropy` is the same on probabilities (a softmax output layer).
  * `mean-squared-error` takes float labels of the output's shape.
  */
 export type LossName = 'softmax-cross-entropy' | 'sparse-categorical-crossentropy' | 'mean-squared-error';
@@ -89,7 +89,7 @@ export type LossName = 'softmax-cross-entropy' | 'sparse-categorical-crossentrop
 /** Evaluation metrics: `classification` needs `classNames`; `perplexity` is exp of the mean evaluation loss. */
 export type MetricName = 'classification' | 'perplexity';
 
-/** What a task module's default export describes. `Data` is whatever `load` returns. */
+/** The description a task module exports by default. `Data` is whatever `load` returns. */
 export interface TaskDefinition<Data = unknown> {
   name: string;
   /** Loads and prepares the dataset once per data-loading thread. */

@@ -6,7 +6,7 @@ import type { DatasetInfo, MetricName } from './api.js';
 export type { Split } from './api.js';
 
 /**
- * A task as a worker's training thread holds it: the model built for the loaded data, and how to evaluate a
+ * A task as a worker's training thread keeps it: the model built for the loaded data, and how to evaluate a
  * batch. The data itself lives in the data-loading threads (src/data/loader-pool.ts).
  */
 export interface Task<Batch> {
