@@ -74,6 +74,15 @@ export async function runTraining(
     { totalSteps, firstStep: start.step + 1, epochsToRun: Math.ceil(totalSteps / perEpoch), globalBatchSize: config.train.globalBatchSize, worldSize },
     start.step > 0 ? 'training resumed' : 'training started',
   );
+  if (config.train.balance) logger.info({ minShare: 0.25, maxShare: 4 }, 'shard balancing on: shard sizes follow each rank\'s measured throughput');
+  if (totalSteps <= config.optimizer.warmupSteps) {
+    // A short run of a new task with another task's config file ends inside the warm-up and learns little.
+    logger.warn(
+      { totalSteps, warmupSteps: config.optimizer.warmupSteps, config: 'optimizer.warmupSteps' },
+      `the run has ${totalSteps} steps, no more than optimizer.warmupSteps, so the learning rate never reaches optimizer.lr; ` +
+        'lower optimizer.warmupSteps or train longer (a config file of your own, as in examples/two-moons.json, sets both)',
+    );
+  }
   if (start.step >= totalSteps) logger.info({ step: start.step }, 'the checkpoint is from the last step; only evaluating and saving');
 
   const started = performance.now();

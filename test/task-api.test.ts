@@ -6,6 +6,8 @@ import { validateConfig } from '../src/config/validate.js';
 import { countPredictions } from '../src/metrics/classification.js';
 import { loadLocalTask } from '../src/tasks/build.js';
 import { ownedBuffers } from '../src/data/transfer.js';
+import { checkDatasetInfo, defineTask } from '../src/tasks/api.js';
+import { TensorModel } from '../src/models/tensor-model.js';
 import { launch, pidsInLog, readSafetensors, repositoryRoot, runningPids } from './helpers/launch.js';
 
 const examplePath = join(repositoryRoot, 'examples', 'two-moons-task.js');
@@ -75,6 +77,22 @@ test.serial('example task trains on two workers', async (t) => {
   const weights = readSafetensors(join(result.runDir, 'weights.safetensors'));
   t.true([...weights.keys()].some((name) => name.includes('moving_mean')), [...weights.keys()].join(', '));
   t.deepEqual(runningPids(pidsInLog(result.runDir)), []);
+});
+
+test.serial('same seed repeats a dropout model', async (t) => {
+  t.timeout(120_000);
+  // Layer initialisers and dropout masks draw from the worker's seeded random source, so two runs with one seed
+  // end with the same bits, and another seed ends elsewhere.
+  const flags = ['--gpus', '2', '--config', exampleConfig, '--task', examplePath, '--backend', 'cpu', '--max-steps', '6'];
+  const first = await launch(t, [...flags, '--seed', '5']);
+  const second = await launch(t, [...flags, '--seed', '5']);
+  const other = await launch(t, [...flags, '--seed', '6']);
+  for (const run of [first, second, other]) t.is(run.exitCode, 0, run.stderr);
+  // The files differ in their run id metadata, so compare the tensors' bits.
+  const bits = (runDir: string): string =>
+    [...readSafetensors(join(runDir, 'weights.safetensors'))].map(([name, values]) => `${name}:${Buffer.from(values.buffer, values.byteOffset, values.byteLength).toString('hex')}`).join('|');
+  t.is(bits(first.runDir), bits(second.runDir));
+  t.not(bits(first.runDir), bits(other.runDir));
 });
 
 test.serial('differing models are named at start', async (t) => {
@@ -186,4 +204,32 @@ test('ownedBuffers moves whole buffers only', (t) => {
   const buffers = ownedBuffers(batch);
   t.is(buffers.length, 1);
   t.is(buffers[0], owned.buffer);
+});
+
+test('defineTask names unknown field', (t) => {
+  const error = t.throws(() =>
+    defineTask({ name: 'x', load: () => 0, describe: () => ({ trainSize: 1, evalSize: 1 }), batch: () => ({}), model: () => ({ variables: [], forward: (x: Record<string, tf.Tensor>) => x.inputs as tf.Tensor }), losss: 'mean-squared-error' } as never),
+  );
+  t.regex(error?.message ?? '', /unknown task field 'losss' \(did you mean loss\?\)/);
+});
+
+test('checkDatasetInfo names misspelt field', (t) => {
+  const error = t.throws(() => checkDatasetInfo({ trainSize: 4, evalSize: 2, classnames: ['a', 'b'] }, 'mine'));
+  t.regex(error?.message ?? '', /task mine: describe\(\) returned an unknown field 'classnames' \(did you mean classNames\?\)/);
+});
+
+test.serial('TensorModel rejects out-of-range labels', async (t) => {
+  await tf.setBackend('cpu');
+  const layers = tf.sequential({ layers: [tf.layers.dense({ inputShape: [2], units: 3 })] });
+  const model = new TensorModel(layers, { labels: 'labels', loss: 'softmax-cross-entropy', classification: true });
+  const batch = {
+    inputs: { data: new Float32Array([1, 2, 3, 4]), shape: [2, 2] },
+    // Labels counted from 1: class 3 does not exist among the 3 outputs.
+    labels: { data: new Int32Array([1, 3]), shape: [2] },
+  };
+  const error = t.throws(() => model.computeGradients(batch, new Float32Array(9 + 3)));
+  t.regex(error?.message ?? '', /'labels' value 3 at position 1, outside 0\.\.2/);
+  const shapeError = t.throws(() => model.computeGradients({ ...batch, inputs: { data: new Float32Array(3), shape: [2, 2] } }, new Float32Array(12)));
+  t.regex(shapeError?.message ?? '', /array 'inputs' with 3 values for shape \[2, 2\] \(4 values\)/);
+  model.dispose();
 });

@@ -36,6 +36,7 @@ import { formatLogLine } from '../src/log/pretty.js';
 import { importTask } from '../src/tasks/registry.js';
 import { buildTask } from '../src/tasks/build.js';
 import { LoaderPool } from '../src/data/loader-pool.js';
+import { mixSeed, SeededRandom } from '../src/random.js';
 import { ControlLink } from './control-link.js';
 import { DataParallelTrainer, hashFloats, type ShardCollectives } from './trainer.js';
 
@@ -104,6 +105,10 @@ async function runWithLoader(
   const loadStarted = performance.now();
   const [definition, info] = await Promise.all([importTask(config.task), loader.describe()]);
   logger.info({ task: definition.name, trainSize: info.trainSize, evalSize: info.evalSize, seconds: (performance.now() - loadStarted) / 1000, ...info.meta }, 'data loaded');
+  // tfjs draws unseeded random values (layer initialisers, dropout masks) from Math.random, so seeding it makes a
+  // run repeat for the same --seed. The stream depends on the worker, as independent devices would; rank 0's
+  // initial values reach every rank anyway.
+  seedMathRandom(mixSeed(config.seed, 0x1a17, environment.node, environment.localRank));
   const task = await buildTask(definition, info, config);
   const trainer = new DataParallelTrainer(task, config, logger);
   logger.info(
@@ -160,6 +165,8 @@ async function runWithLoader(
       switch (message.type) {
         case 'welcome': {
           rank = message.rank;
+          // Dropout masks of the training steps then depend on the seed and the global rank only.
+          seedMathRandom(mixSeed(config.seed, 0xd207, rank));
           // Like torchrun's workers, code in this process can read its global rank and the world size.
           process.env.RANK = String(rank);
           process.env.WORLD_SIZE = String(message.worldSize);
@@ -339,6 +346,12 @@ function shardCollectives(ring: Ring, config: RunConfig): ShardCollectives | und
     allGather: (buffer) => ring.allGather(buffer),
     sumFloat64: (value) => ring.sumFloat64(value),
   };
+}
+
+/** Replaces Math.random in this thread with a generator seeded by `seed`. */
+function seedMathRandom(seed: number): void {
+  const generator = new SeededRandom(seed);
+  Math.random = () => generator.next();
 }
 
 /** Sums `buffer` across the ring with float32 values on the wire, whatever the value of `allreduce.compression`. */

@@ -154,12 +154,25 @@ export class TensorModel implements Model<ArrayBatch> {
     const labels = labelArray(batch, this.options.labels);
     const labelTensor = tensors[this.options.labels] as tf.Tensor;
     if (loss === 'mean-squared-error') {
+      if (labels.data.length !== outputs.size) {
+        throw new RingtrainError(
+          'RINGTRAIN_ERR_DATA',
+          `the model returned ${outputs.size} outputs (shape [${outputs.shape.join(', ')}]) for ${labels.data.length} labels; mean-squared-error needs one label per output`,
+        );
+      }
       return { sum: tf.tidy(() => tf.sum(tf.squaredDifference(outputs, labelTensor.reshape(outputs.shape)))) as tf.Scalar, count: labels.data.length };
+    }
+    const classes = outputs.shape[outputs.shape.length - 1] as number;
+    checkClassLabels(labels.data, classes, this.options.labels);
+    if (labels.data.length * classes !== outputs.size) {
+      throw new RingtrainError(
+        'RINGTRAIN_ERR_DATA',
+        `the model returned outputs of shape [${outputs.shape.join(', ')}] for ${labels.data.length} labels; ${this.options.loss} needs one row of ${classes} scores per label`,
+      );
     }
     let count = 0;
     for (const label of labels.data) if (label >= 0) count++;
     const sum = tf.tidy(() => {
-      const classes = outputs.shape[outputs.shape.length - 1] as number;
       const flat = outputs.reshape([-1, classes]);
       // One-hot of a padding label (-1) is all zeros, so padding adds nothing to the sum.
       const oneHot = tf.oneHot(tf.cast(labelTensor, 'int32').reshape([-1]), classes);
@@ -184,9 +197,36 @@ function specOf(entry: NamedVariable): ParameterSpec {
 function toTensors(batch: ArrayBatch): Record<string, tf.Tensor> {
   const tensors: Record<string, tf.Tensor> = {};
   for (const [name, array] of Object.entries(batch)) {
+    checkBatchArray(name, array);
     tensors[name] = tf.tensor(array.data, array.shape, array.data instanceof Int32Array ? 'int32' : 'float32');
   }
   return tensors;
+}
+
+/** Throws a RingtrainError naming the batch array when its data does not fill its shape. */
+function checkBatchArray(name: string, array: unknown): void {
+  const { data, shape } = (array ?? {}) as { data?: unknown; shape?: unknown };
+  const problem = (text: string): never => {
+    throw new RingtrainError('RINGTRAIN_ERR_DATA', `batch() returned array '${name}' ${text}; each array must be { data: Float32Array | Int32Array, shape: number[] } with data.length equal to the product of shape`);
+  };
+  if (!(data instanceof Float32Array) && !(data instanceof Int32Array)) problem(`whose data is not a Float32Array or Int32Array`);
+  if (!Array.isArray(shape) || shape.some((size) => !Number.isSafeInteger(size) || size < 0)) problem(`whose shape ${JSON.stringify(shape)} is not a list of sizes`);
+  const size = (shape as number[]).reduce((product, extent) => product * extent, 1);
+  if ((data as Float32Array).length !== size) problem(`with ${(data as Float32Array).length} values for shape [${(shape as number[]).join(', ')}] (${size} values)`);
+}
+
+/** Throws a RingtrainError naming the first label outside [-1, classes), which the one-hot encoding would drop. */
+function checkClassLabels(labels: Float32Array | Int32Array, classes: number, name: string): void {
+  for (let index = 0; index < labels.length; index++) {
+    const label = labels[index] as number;
+    if (!(Number.isInteger(label) && label >= -1 && label < classes)) {
+      throw new RingtrainError(
+        'RINGTRAIN_ERR_DATA',
+        `batch() returned '${name}' value ${label} at position ${index}, outside 0..${classes - 1} (the model has ${classes} outputs; -1 marks padding); ` +
+          'class ids must count from 0, and the last layer needs one unit per class',
+      );
+    }
+  }
 }
 
 function withoutLabels(tensors: Record<string, tf.Tensor>, labels: string): Record<string, tf.Tensor> {

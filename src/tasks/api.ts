@@ -10,6 +10,7 @@ import type * as tf from '@tensorflow/tfjs';
 import type { RunConfig, TaskOptions } from '../config/types.js';
 import type { Model } from '../models/model.js';
 import { ConfigError } from '../errors.js';
+import { closestMatches } from '../config/suggest.js';
 
 /** Part of the data that an example index refers to. */
 export type Split = 'train' | 'eval';
@@ -171,7 +172,44 @@ export function checkTaskDefinition(value: unknown, source: string): asserts val
     }
   }
   if (task.labels !== undefined && typeof task.labels !== 'string') problem('labels', 'the name of a batch array');
+  for (const field of Object.keys(task)) {
+    if (!knownFields.includes(field)) {
+      const close = closestMatches(field, knownFields);
+      const hint = close.length > 0 ? ` (did you mean ${close.join(' or ')}?)` : '';
+      throw new ConfigError(`${source}: unknown task field '${field}'${hint}; the fields are ${knownFields.join(', ')} (docs/tasks.md)`);
+    }
+  }
 }
+
+/**
+ * Throws a ConfigError naming the task and the field when `describe()` returned something that is not a
+ * DatasetInfo: sizes that are not whole numbers, lengths of the wrong count, or an unknown field.
+ */
+export function checkDatasetInfo(info: unknown, task: string): asserts info is DatasetInfo {
+  const fail = (problem: string): never => {
+    throw new ConfigError(`task ${task}: describe() ${problem}; it must return { trainSize, evalSize, classNames?, trainLengths?, meta? } (docs/tasks.md)`);
+  };
+  if (typeof info !== 'object' || info === null) fail(`returned ${info === null ? 'null' : typeof info}`);
+  const value = info as Record<string, unknown>;
+  for (const field of Object.keys(value)) {
+    if (!infoFields.includes(field)) {
+      const close = closestMatches(field, infoFields);
+      fail(`returned an unknown field '${field}'${close.length > 0 ? ` (did you mean ${close.join(' or ')}?)` : ''}`);
+    }
+  }
+  for (const field of ['trainSize', 'evalSize']) {
+    if (!Number.isSafeInteger(value[field]) || (value[field] as number) < 0) fail(`returned ${field}=${String(value[field])}, not a whole number`);
+  }
+  if (value.trainLengths !== undefined && (!(value.trainLengths instanceof Uint16Array) || value.trainLengths.length !== value.trainSize)) {
+    fail(`returned trainLengths that is not a Uint16Array of trainSize (${String(value.trainSize)}) lengths`);
+  }
+  if (value.classNames !== undefined && (!Array.isArray(value.classNames) || value.classNames.some((name) => typeof name !== 'string'))) {
+    fail('returned classNames that is not an array of strings');
+  }
+}
+
+const knownFields: readonly string[] = ['name', 'load', 'describe', 'batch', 'model', 'nativeModel', 'labelsOf', 'inputs', 'labels', 'loss', 'metrics'];
+const infoFields: readonly string[] = ['trainSize', 'evalSize', 'trainLengths', 'classNames', 'meta'];
 
 function describe(value: unknown): string {
   if (value === undefined) return 'nothing';

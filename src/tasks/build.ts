@@ -5,7 +5,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { RunConfig } from '../config/types.js';
 import { ConfigError } from '../errors.js';
 import { TensorModel } from '../models/tensor-model.js';
-import type { AnyTaskDefinition, DatasetInfo, MetricName, TaskDefinition } from './api.js';
+import { checkDatasetInfo, type AnyTaskDefinition, type DatasetInfo, type MetricName, type TaskDefinition } from './api.js';
 import { importTask, isNativeTask } from './registry.js';
 import type { Task } from './task.js';
 
@@ -14,6 +14,7 @@ import type { Task } from './task.js';
  * must already be selected, because the model's variables are created on it.
  */
 export async function buildTask(definition: AnyTaskDefinition, info: DatasetInfo, config: RunConfig): Promise<Task<unknown>> {
+  checkDatasetInfo(info, definition.name);
   const context = { config, options: config.taskOptions, seed: config.seed, info, tf };
   const classNames = info.classNames ?? [];
   const metrics: MetricName[] = definition.metrics ?? (classNames.length > 0 ? ['classification'] : []);
