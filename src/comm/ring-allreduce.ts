@@ -32,12 +32,12 @@ export type { BucketedAllReduce, Compression, ElementRange } from './ring-bucket
 export const DEFAULT_SLICE_BYTES = 1024 * 1024;
 
 /**
- * Default largest bucket of a bucketed all-reduce, in float32 bytes; 1 MiB. In one benchmark run with 2 and
- * 4 ranks at 16 and 64 MiB on a 2-vCPU machine, 1 MiB was the fastest of whole, 1, 4 and 16 MiB buckets
- * at every size (docs/benchmarks.md). NOTE: that run had heavy other load (load average 4 to 15), so the
- * differences are not firmly established.
+ * Default largest bucket of a bucketed all-reduce, in float32 bytes: 64 MiB. On an idle 2-vCPU machine, 64 MiB
+ * buckets beat 1 and 4 MiB ones in three of four raw all-reduce cells (2 and 4 ranks, 16 and 64 MiB) and gave the
+ * shortest training step of the default job, whose 8 MB of gradients then go as one bucket (docs/benchmarks.md).
+ * Smaller buckets cost CPU per call and pay off only where flattening can overlap the exchange.
  */
-export const DEFAULT_BUCKET_BYTES = 1024 * 1024;
+export const DEFAULT_BUCKET_BYTES = 64 * 1024 * 1024;
 
 /** Options of one `Ring.beginAllReduce` call; both default to the ring's connect options. */
 export interface AllReduceOptions {

@@ -67,7 +67,7 @@ export const DEFAULT_CONFIG: Readonly<RunConfig> = deepFreeze<RunConfig>({
   },
   allreduce: {
     timeoutMs: 30000,
-    bucketBytes: 1048576,
+    bucketBytes: 67108864,
     compression: 'none',
   },
   coordinator: {

@@ -80,12 +80,16 @@ export async function runAttempt(plan: AttemptPlan): Promise<AttemptOutcome> {
   };
 
   let failure: string | null = null;
+  let failureCode: string | null = null;
   let stoppedCheckpoint: string | null = null;
   let resolveUrl: (url: string | null) => void = () => {};
   const listening = new Promise<string | null>((resolve) => (resolveUrl = resolve));
   coordinator.on('message', (notice: CoordinatorNotice) => {
     if (notice.type === 'listening') resolveUrl(notice.url);
-    if (notice.type === 'failed') failure = notice.message;
+    if (notice.type === 'failed') {
+      failure = notice.message;
+      failureCode = notice.code;
+    }
     if (notice.type === 'stopped') stoppedCheckpoint = notice.checkpoint;
   });
   const coordinatorExit = new Promise<number>((resolve) => {
@@ -133,9 +137,16 @@ export async function runAttempt(plan: AttemptPlan): Promise<AttemptOutcome> {
   }
 
   if (exitCode === 0) return { kind: 'finished' };
+  // The coordinator finds some data problems itself, e.g. a training split smaller than one global batch.
+  if (failure !== null && failureCode !== null && USER_ERROR_CODES.has(failureCode)) {
+    return { kind: 'failed', reason: failure, userError: { code: failureCode, message: failure } };
+  }
   if (exitCode === COORDINATOR_EXIT_STOPPED) return { kind: 'stopped', checkpoint: stoppedCheckpoint };
   return { kind: 'failed', reason: failure ?? `the coordinator exited with code ${exitCode}` };
 }
+
+/** Codes of errors in the user's config or data, which no restart can fix. */
+const USER_ERROR_CODES: ReadonlySet<string> = new Set(['RINGTRAIN_ERR_CONFIG', 'RINGTRAIN_ERR_DATA']);
 
 /** Returns the environment every process of one attempt starts with. */
 function attemptEnvironment(plan: AttemptPlan): NodeJS.ProcessEnv {
