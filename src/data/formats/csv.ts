@@ -99,7 +99,7 @@ function readLayout(file: string, firstLine: string, lineNumber: number, options
         file,
         lineNumber,
         `labelColumn ${labelColumn} is out of range for ${fields.length} columns`,
-        `set labelColumn to a 0-based index from 0 to ${fields.length - 1}`,
+        `set labelColumn (taskOptions.labelColumn of tabular-classification) to a 0-based index from 0 to ${fields.length - 1}`,
       );
     }
     labelIndex = labelColumn;
@@ -114,7 +114,7 @@ function readLayout(file: string, firstLine: string, lineNumber: number, options
         file,
         lineNumber,
         `header has no column "${labelColumn}" (columns: ${fields.join(', ')})`,
-        'name the label column "label" or set labelColumn to one of these columns',
+        'name the label column "label" or set labelColumn (taskOptions.labelColumn of tabular-classification) to one of these columns',
       );
     }
   }
