@@ -21,14 +21,12 @@ export async function buildTask(definition: AnyTaskDefinition, info: DatasetInfo
   if (metrics.includes('classification') && classNames.length === 0) {
     throw new ConfigError(`task ${definition.name} asks for classification metrics, but describe() returned no classNames`);
   }
+  const common = { name: definition.name, info, metrics, classNames };
   if (isNativeTask(definition)) {
     const model = await definition.nativeModel(context);
     return {
-      name: definition.name,
-      info,
+      ...common,
       model,
-      metrics,
-      classNames,
       buffers: [],
       evaluateBatch: (batch) => ({ predictions: model.predict(batch), labels: definition.labelsOf(batch), lossSum: 0, count: 0 }),
     };
@@ -42,11 +40,8 @@ export async function buildTask(definition: AnyTaskDefinition, info: DatasetInfo
     classification: metrics.includes('classification'),
   });
   return {
-    name: definition.name,
-    info,
+    ...common,
     model,
-    metrics,
-    classNames,
     buffers: model.buffers,
     evaluateBatch: (batch) => model.evaluate(batch as never),
   } as Task<unknown>;
