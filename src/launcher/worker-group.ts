@@ -257,9 +257,9 @@ async function waitForWorkers(workers: readonly ChildProcess[], logger: Logger):
 
 /**
  * V8 flags for worker processes. A training step leaves several megabytes of short-lived tensors and typed
- * arrays in the old generation, and with V8's default starting limit this triggered a full mark-compact about
- * once per step (106 in a 30-step run of the default job), often during the all-reduce, which then waited for
- * the slower rank's collector. A 256 MB starting old generation cut that to 29 with the same memory ceiling.
+ * arrays in the old generation. With V8's default starting limit this triggered a full mark-compact about once
+ * per step (106 in a 30-step run of the default job), often during the all-reduce, which then waited for the
+ * slower rank's collector. A 256 MB starting old generation cut that to 29 with the same memory ceiling.
  */
 const WORKER_V8_FLAGS = ['--initial-old-space-size=256'];
 

@@ -16,7 +16,7 @@ export interface BatchEvaluation {
   count: number;
 }
 
-/** How the model's outputs are compared to the labels. */
+/** Settings that compare the model's outputs to the labels. */
 export interface TensorModelOptions {
   inputs?: readonly string[];
   labels: string;
@@ -30,7 +30,7 @@ function isLayersModel(model: unknown): model is tf.LayersModel {
 }
 
 /**
- * A user's model as the trainer sees it. Trainable weights are the parameters; the non-trainable weights of a
+ * A user's model in the form the trainer drives. Trainable weights are the parameters; the non-trainable weights of a
  * LayersModel (batch-normalisation statistics) are buffers, which rank 0 sends to every rank after each step.
  */
 export class TensorModel implements Model<ArrayBatch> {
