@@ -257,7 +257,9 @@ export class WorkerHub {
     if (message.type === 'failed') {
       connection.reportedFailure = message.code;
       const where = message.step === null ? '' : ` at step ${message.step}`;
-      const error = new RingtrainError('RINGTRAIN_ERR_WORKER_FAILED', `${describeWorker(connection)} failed${where}: ${message.message} [${message.code}]`);
+      // A config or data problem keeps its code, so the launcher reports it as the user's error and does not restart.
+      const code = message.code === 'RINGTRAIN_ERR_DATA' || message.code === 'RINGTRAIN_ERR_CONFIG' ? message.code : 'RINGTRAIN_ERR_WORKER_FAILED';
+      const error = new RingtrainError(code, `${describeWorker(connection)} failed${where}: ${message.message} [${message.code}]`);
       // A rank whose ring neighbour vanished reports only the symptom. The neighbour's own exit or error names
       // the cause and usually arrives within milliseconds, so it gets a short head start.
       if (SECONDARY_FAILURE_CODES.has(message.code)) {

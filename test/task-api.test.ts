@@ -124,6 +124,16 @@ test.serial('data loading error ends run at once', async (t) => {
   t.deepEqual(runningPids(pidsInLog(result.runDir)), []);
 });
 
+test.serial('bad labels end the run without restarts', async (t) => {
+  t.timeout(90_000);
+  const result = await launch(t, ['--gpus', '2', '--task', fixtureTask('one-based-labels-task.js'), '--backend', 'cpu', '--set', 'train.globalBatchSize=8', '--max-restarts', '2']);
+  // A data error recurs in every attempt, so the launcher reports it once with exit code 2 instead of restarting.
+  t.is(result.exitCode, 2);
+  t.regex(result.stderr, /ringtrain: .*failed at step 1: batch\(\) of the 'train' split \(training\) returned 'labels' value 3/);
+  t.notRegex(result.stdout + result.stderr, /attempt 1|restarting/i);
+  t.deepEqual(runningPids(pidsInLog(result.runDir)), []);
+});
+
 test.serial('evaluation equals single-process evaluation', async (t) => {
   t.timeout(120_000);
   // Three workers split the 500 evaluation examples 167/167/166.
@@ -228,7 +238,7 @@ test.serial('TensorModel rejects out-of-range labels', async (t) => {
     labels: { data: new Int32Array([1, 3]), shape: [2] },
   };
   const error = t.throws(() => model.computeGradients(batch, new Float32Array(9 + 3)));
-  t.regex(error?.message ?? '', /'labels' value 3 at position 1, outside 0\.\.2/);
+  t.regex(error?.message ?? '', /batch\(\) of the 'train' split \(training\) returned 'labels' value 3 at position 1 of this rank's batch, outside 0\.\.2/);
   const shapeError = t.throws(() => model.computeGradients({ ...batch, inputs: { data: new Float32Array(3), shape: [2, 2] } }, new Float32Array(12)));
   t.regex(shapeError?.message ?? '', /array 'inputs' with 3 values for shape \[2, 2\] \(4 values\)/);
   model.dispose();

@@ -88,7 +88,7 @@ export class TensorModel implements Model<ArrayBatch> {
     const { value, grads } = tf.variableGrads(() => {
       const tensors = toTensors(batch);
       const outputs = this.forward(withoutLabels(tensors, this.options.labels), true);
-      const loss = this.lossOf(outputs, tensors, batch);
+      const loss = this.lossOf(outputs, tensors, batch, 'training');
       count = loss.count;
       return loss.sum;
     }, this.variables);
@@ -116,7 +116,7 @@ export class TensorModel implements Model<ArrayBatch> {
     const tensors = toTensors(batch);
     try {
       const outputs = tf.tidy(() => this.forward(withoutLabels(tensors, this.options.labels), false));
-      const loss = this.lossOf(outputs, tensors, batch);
+      const loss = this.lossOf(outputs, tensors, batch, 'evaluation');
       const lossSum = loss.sum.dataSync()[0] as number;
       loss.sum.dispose();
       let predictions: Int32Array | null = null;
@@ -142,7 +142,7 @@ export class TensorModel implements Model<ArrayBatch> {
     return this.options.inputs === undefined ? Object.keys(inputs) : [...this.options.inputs];
   }
 
-  private lossOf(outputs: tf.Tensor, tensors: Record<string, tf.Tensor>, batch: ArrayBatch): { sum: tf.Scalar; count: number } {
+  private lossOf(outputs: tf.Tensor, tensors: Record<string, tf.Tensor>, batch: ArrayBatch, phase: Phase): { sum: tf.Scalar; count: number } {
     const loss = this.options.loss;
     if (typeof loss === 'function') {
       const result = loss(outputs, tensors, batch);
@@ -163,7 +163,7 @@ export class TensorModel implements Model<ArrayBatch> {
       return { sum: tf.tidy(() => tf.sum(tf.squaredDifference(outputs, labelTensor.reshape(outputs.shape)))) as tf.Scalar, count: labels.data.length };
     }
     const classes = outputs.shape[outputs.shape.length - 1] as number;
-    checkClassLabels(labels.data, classes, this.options.labels);
+    checkClassLabels(labels.data, classes, this.options.labels, phase);
     if (labels.data.length * classes !== outputs.size) {
       throw new RingtrainError(
         'RINGTRAIN_ERR_DATA',
@@ -215,14 +215,19 @@ function checkBatchArray(name: string, array: unknown): void {
   if ((data as Float32Array).length !== size) problem(`with ${(data as Float32Array).length} values for shape [${(shape as number[]).join(', ')}] (${size} values)`);
 }
 
+/** Whether a batch is being trained on or evaluated, for messages. */
+type Phase = 'training' | 'evaluation';
+
 /** Throws a RingtrainError naming the first label outside [-1, classes), which the one-hot encoding would drop. */
-function checkClassLabels(labels: Float32Array | Int32Array, classes: number, name: string): void {
+function checkClassLabels(labels: Float32Array | Int32Array, classes: number, name: string, phase: Phase): void {
   for (let index = 0; index < labels.length; index++) {
     const label = labels[index] as number;
     if (!(Number.isInteger(label) && label >= -1 && label < classes)) {
+      const split = phase === 'training' ? "'train'" : "'eval'";
       throw new RingtrainError(
         'RINGTRAIN_ERR_DATA',
-        `batch() returned '${name}' value ${label} at position ${index}, outside 0..${classes - 1} (the model has ${classes} outputs; -1 marks padding); ` +
+        `batch() of the ${split} split (${phase}) returned '${name}' value ${label} at position ${index} of this rank's batch, ` +
+          `outside 0..${classes - 1} (the model has ${classes} outputs; -1 marks padding); ` +
           'class ids must count from 0, and the last layer needs one unit per class',
       );
     }
