@@ -10,7 +10,7 @@ import {
   type JoinMessage,
   type WorkerMessage,
 } from '../src/comm/protocol.js';
-import { RingtrainError } from '../src/errors.js';
+import { isUserErrorCode, RingtrainError, type ErrorCode } from '../src/errors.js';
 
 /** One worker's control connection, known by its join message and, after rendezvous, its rank. */
 export interface WorkerConnection {
@@ -258,7 +258,7 @@ export class WorkerHub {
       connection.reportedFailure = message.code;
       const where = message.step === null ? '' : ` at step ${message.step}`;
       // A config or data problem keeps its code, so the launcher reports it as the user's error and does not restart.
-      const code = message.code === 'RINGTRAIN_ERR_DATA' || message.code === 'RINGTRAIN_ERR_CONFIG' ? message.code : 'RINGTRAIN_ERR_WORKER_FAILED';
+      const code = isUserErrorCode(message.code) ? (message.code as ErrorCode) : 'RINGTRAIN_ERR_WORKER_FAILED';
       const error = new RingtrainError(code, `${describeWorker(connection)} failed${where}: ${message.message} [${message.code}]`);
       // A rank whose ring neighbour vanished reports only the symptom. The neighbour's own exit or error names
       // the cause and usually arrives within milliseconds, so it gets a short head start.

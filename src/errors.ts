@@ -38,6 +38,14 @@ export class ConfigError extends RingtrainError {
   }
 }
 
+/**
+ * Reports whether `code` names a problem in the user's config or data. Such an error recurs in every attempt, so
+ * the launcher reports it once with exit code 2 and does not restart.
+ */
+export function isUserErrorCode(code: string): boolean {
+  return code === 'RINGTRAIN_ERR_CONFIG' || code === 'RINGTRAIN_ERR_DATA';
+}
+
 /** Returns true when `error` is a RingtrainError with the given code. */
 export function hasCode(error: unknown, code: ErrorCode): boolean {
   return error instanceof RingtrainError && error.code === code;

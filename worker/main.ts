@@ -29,7 +29,7 @@ import { checkCompatible } from '../src/checkpoint/compatibility.js';
 import { hashConfig } from '../src/checkpoint/config-hash.js';
 import type { AdamWState } from '../src/optim/adamw.js';
 import { firesAt, readFaultPlan, slowdownMs, type FaultPlan } from './fault-injection.js';
-import { RingtrainError } from '../src/errors.js';
+import { isUserErrorCode, RingtrainError } from '../src/errors.js';
 import { LinkDestination } from '../src/log/link-destination.js';
 import { createLogger } from '../src/log/logger.js';
 import { formatLogLine } from '../src/log/pretty.js';
@@ -231,7 +231,7 @@ async function runWithLoader(
         }
         case 'checkpoint': {
           // With sharded optimizer state the coordinator sends `checkpoint` to every rank, because the moments
-          // must be gathered from all of them; only rank 0 writes and replies.
+          // must be gathered from all of them. Only rank 0 writes and replies.
           const shard = ring === null ? undefined : shardCollectives(ring, config);
           if (shard !== undefined) await trainer.gatherOptimizerState(shard);
           if (rank !== 0) break;
@@ -366,9 +366,6 @@ function writeToStderr(text: string): void {
   process.stderr.write(formatLogLine(text) + '\n');
 }
 
-/** Error codes of problems in the user's config or data, which the launcher reports as one line with exit code 2. */
-const USER_ERROR_CODES: ReadonlySet<string> = new Set(['RINGTRAIN_ERR_CONFIG', 'RINGTRAIN_ERR_DATA']);
-
 /** Sends a start failure to the launcher over IPC and waits until it is written, so exiting does not drop it. */
 function reportStartFailure(error: RingtrainError): Promise<void> {
   return new Promise((resolve) => {
@@ -418,7 +415,7 @@ async function main(): Promise<void> {
     // A RingtrainError's message names the cause (a task module, a data file); other errors need their stack.
     const details = error instanceof RingtrainError ? { code: error.code, error: error.message } : { err: error };
     baseLogger.fatal(details, 'worker could not start');
-    if (error instanceof RingtrainError && USER_ERROR_CODES.has(error.code)) await reportStartFailure(error);
+    if (error instanceof RingtrainError && isUserErrorCode(error.code)) await reportStartFailure(error);
   }
   destination.flushTo(writeToStderr);
   process.exit(code);

@@ -67,11 +67,6 @@ export class LoaderPool {
     return this.run({ kind: 'batch', split, indices: [...indices] });
   }
 
-  /** Forgets prefetched batches whose key is not in `keep`. */
-  retain(keep: ReadonlySet<string>): void {
-    for (const key of this.pending.keys()) if (!keep.has(key)) this.pending.delete(key);
-  }
-
   /** Stops the loading threads. */
   async close(): Promise<void> {
     this.pending.clear();

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import type { LaunchOptions } from './args.js';
+import { isUserErrorCode } from '../errors.js';
 
 const distRoot = fileURLToPath(new URL('../../', import.meta.url));
 const coordinatorEntry = join(distRoot, 'coordinator', 'main.js');
@@ -138,15 +139,12 @@ export async function runAttempt(plan: AttemptPlan): Promise<AttemptOutcome> {
 
   if (exitCode === 0) return { kind: 'finished' };
   // The coordinator finds some data problems itself, e.g. a training split smaller than one global batch.
-  if (failure !== null && failureCode !== null && USER_ERROR_CODES.has(failureCode)) {
+  if (failure !== null && failureCode !== null && isUserErrorCode(failureCode)) {
     return { kind: 'failed', reason: failure, userError: { code: failureCode, message: failure } };
   }
   if (exitCode === COORDINATOR_EXIT_STOPPED) return { kind: 'stopped', checkpoint: stoppedCheckpoint };
   return { kind: 'failed', reason: failure ?? `the coordinator exited with code ${exitCode}` };
 }
-
-/** Codes of errors in the user's config or data, which no restart can fix. */
-const USER_ERROR_CODES: ReadonlySet<string> = new Set(['RINGTRAIN_ERR_CONFIG', 'RINGTRAIN_ERR_DATA']);
 
 /** Returns the environment every process of one attempt starts with. */
 function attemptEnvironment(plan: AttemptPlan): NodeJS.ProcessEnv {

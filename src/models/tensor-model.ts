@@ -114,22 +114,30 @@ export class TensorModel implements Model<ArrayBatch> {
   /** Runs the model in inference mode and returns the summed loss and, for classification, the predictions. */
   evaluate(batch: ArrayBatch): BatchEvaluation {
     const tensors = toTensors(batch);
+    let outputs: tf.Tensor | null = null;
     try {
-      const outputs = tf.tidy(() => this.forward(withoutLabels(tensors, this.options.labels), false));
-      const loss = this.lossOf(outputs, tensors, batch, 'evaluation');
-      const lossSum = loss.sum.dataSync()[0] as number;
-      loss.sum.dispose();
+      const result = tf.tidy(() => this.forward(withoutLabels(tensors, this.options.labels), false));
+      outputs = result;
+      let count = 0;
+      // The tidy also frees the intermediate tensors of a custom loss.
+      const sum = tf.tidy(() => {
+        const loss = this.lossOf(result, tensors, batch, 'evaluation');
+        count = loss.count;
+        return loss.sum;
+      });
+      const lossSum = sum.dataSync()[0] as number;
+      sum.dispose();
       let predictions: Int32Array | null = null;
       let labels: Int32Array | null = null;
       if (this.options.classification) {
-        const predicted = tf.tidy(() => tf.argMax(outputs, -1));
+        const predicted = tf.tidy(() => tf.argMax(result, -1));
         predictions = Int32Array.from(predicted.dataSync());
         predicted.dispose();
         labels = Int32Array.from(labelArray(batch, this.options.labels).data);
       }
-      outputs.dispose();
-      return { predictions, labels, lossSum, count: loss.count };
+      return { predictions, labels, lossSum, count };
     } finally {
+      outputs?.dispose();
       for (const tensor of Object.values(tensors)) tensor.dispose();
     }
   }

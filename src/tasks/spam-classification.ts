@@ -5,11 +5,10 @@
 import { ConfigError } from '../errors.js';
 import { mixSeed, SeededRandom } from '../random.js';
 import { loadSpamAssassin } from '../data/spam-assassin.js';
-import type { DataContext, ModelContext, TaskDefinition } from './api.js';
+import type { DataContext, TaskDefinition } from './api.js';
 import { holdOut, sortedLabels } from '../data/hold-out.js';
-import { denseClassifier } from '../models/dense-classifier.js';
 import { booleanOption, checkOptionNames } from './options.js';
-import { describeTexts, encodeTexts, textBatch, type HashedTextData } from './text-classification.js';
+import { encodeTexts, hashedTextClassifier, type HashedTextData } from './text-classification.js';
 
 /** Options of the spam-classification task. */
 const OPTION_NAMES = ['keepHeaders', 'bigrams'] as const;
@@ -65,12 +64,7 @@ const spamClassification: TaskDefinition<HashedTextData> = {
     });
   },
 
-  describe: describeTexts,
-  batch: textBatch,
-  model: (context: ModelContext) => denseClassifier(context, context.config.model.hashFeatures),
-  inputs: ['features'],
-  loss: 'softmax-cross-entropy',
-  metrics: ['classification'],
+  ...hashedTextClassifier,
 };
 
 export default spamClassification;

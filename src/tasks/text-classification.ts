@@ -5,7 +5,7 @@
 import { denseRows, hashTexts, type HashedTexts, type HashingOptions } from '../data/hashed-features.js';
 import { readJsonl } from '../data/formats/jsonl.js';
 import { checkKnownLabels } from '../data/formats/labels.js';
-import { ConfigError, RingtrainError } from '../errors.js';
+import { RingtrainError } from '../errors.js';
 import { holdOut, sortedLabels } from '../data/hold-out.js';
 import { denseClassifier } from '../models/dense-classifier.js';
 import { booleanOption, checkOptionNames, requireTrainFile, stringOption } from './options.js';
@@ -85,6 +85,16 @@ const OPTION_NAMES = ['textField', 'labelField', 'bigrams'] as const;
  * Classifies the texts of `data.trainFile` (JSON Lines). The evaluation split is `data.evalFile`, or every
  * `data.heldOutEvery`-th training record when it is empty.
  */
+/** The model half and batching that every hashed bag-of-words task shares: spam-classification uses it too. */
+export const hashedTextClassifier: Pick<TaskDefinition<HashedTextData>, 'describe' | 'batch' | 'model' | 'inputs' | 'loss' | 'metrics'> = {
+  describe: describeTexts,
+  batch: textBatch,
+  model: (context: ModelContext) => denseClassifier(context, context.config.model.hashFeatures),
+  inputs: ['features'],
+  loss: 'softmax-cross-entropy',
+  metrics: ['classification'],
+};
+
 const textClassification: TaskDefinition<HashedTextData> = {
   name: 'text-classification',
 
@@ -122,12 +132,7 @@ const textClassification: TaskDefinition<HashedTextData> = {
     });
   },
 
-  describe: describeTexts,
-  batch: textBatch,
-  model: (context: ModelContext) => denseClassifier(context, context.config.model.hashFeatures),
-  inputs: ['features'],
-  loss: 'softmax-cross-entropy',
-  metrics: ['classification'],
+  ...hashedTextClassifier,
 };
 
 export default textClassification;
