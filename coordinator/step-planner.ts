@@ -1,5 +1,5 @@
 /**
- * Which examples each rank trains on at each step: the epoch plans of the sampler, split into one shard per rank,
+ * The plan of the examples each rank trains on at each step: the epoch plans of the sampler, split into one shard per rank,
  * equally or (with `train.balance`) in proportion to each rank's measured throughput. Shards are fixed when a
  * step is first planned, which can be a few steps early because workers prefetch their batches.
  */

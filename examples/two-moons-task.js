@@ -1,12 +1,12 @@
 /**
  * Example task: classify points of two interleaving half circles ("two moons") with a small tfjs-layers network.
- * It uses only ringtrain's public API. Train it on two workers with
+ * It uses only ringtrain's public API. Train it on two workers with its config (batch size, epochs, learning rate):
  *
- *   npm run launch -- --gpus 2 --task ./examples/two-moons-task.js
+ *   npm run launch -- --gpus 2 --config examples/two-moons.json
  *
  * The model has dropout (active only in training) and batch normalisation (whose moving statistics are
- * non-trainable weights), and its initialisers draw from tfjs's own random source, so every rank builds
- * different initial values; ringtrain copies rank 0's values to every rank before the first step.
+ * non-trainable weights). Its initialisers draw from tfjs's own random source, so every rank builds different
+ * initial values, and ringtrain copies rank 0's values to every rank before the first step.
  */
 import { defineTask } from 'ringtrain';
 

@@ -15,7 +15,7 @@ import { launch, runningPids, pidsInLog } from './helpers/launch.js';
 // ---------------------------------------------------------------------------------------------------------
 // Small data files. Every generator is deterministic, so a failure repeats.
 
-/** 48 reviews that alternate pos and neg; each holds two words only its class uses. */
+/** 48 reviews that alternate pos and neg; each contains two words only its class uses. */
 function reviewLines(): string[] {
   const positive = ['great', 'superb', 'loved', 'brilliant'];
   const negative = ['awful', 'boring', 'hated', 'dull'];
@@ -246,7 +246,7 @@ test('hashed features repeat across calls', (t) => {
 test('hashed features use log counts', (t) => {
   const options = { buckets: 1 << 20, bigrams: false };
   const counts = countBuckets('Spam spam SPAM ham', options);
-  // With 2^20 buckets the two words are expected in different buckets; if they collide the test says so.
+  // With 2^20 buckets the two words are expected in different buckets; if they collide the test reports it.
   t.is(counts.size, 2);
   const hashed = hashTexts(['Spam spam SPAM ham'], options);
   const values = [...hashed.values].sort();

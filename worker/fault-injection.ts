@@ -16,7 +16,7 @@ export interface FaultPlan {
   kill: FaultPoint | null;
   nan: FaultPoint | null;
   hang: FaultPoint | null;
-  /** Rank that runs slower, and the extra milliseconds per example (the `step` field holds the milliseconds). */
+  /** Rank that runs slower, and the extra milliseconds per example (the `step` field contains the milliseconds). */
   slow: FaultPoint | null;
 }
 

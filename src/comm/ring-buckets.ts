@@ -12,7 +12,7 @@
 import { ownedChunk, runRingAllReduce, type CollectiveContext } from './ring-collective.js';
 import { ChunkLayout, ElementType, type CollectiveKind } from './ring-frame.js';
 
-/** How values travel on the wire: float32, or rounded to a 16-bit format with sums still done in float32. */
+/** Wire format of the values: float32, or rounded to a 16-bit format with sums still done in float32. */
 export type Compression = 'none' | 'fp16' | 'bf16';
 
 /** The accepted values of Compression, for validation and help text. */
@@ -49,7 +49,7 @@ export interface ElementRange {
 }
 
 /**
- * Lists the elements whose complete sums `rank` holds after a reduce-scatter of a buffer of `length` elements
+ * Lists the elements whose complete sums `rank` has after a reduce-scatter of a buffer of `length` elements
  * in buckets of `bucketElements`: chunk (rank + 1) mod worldSize of every bucket, the chunk that the same
  * rank completes in an all-reduce. Neighbouring ranges are merged and empty ones left out, so one rank owns
  * the single range [0, length). The result depends on these four numbers only.

@@ -64,7 +64,7 @@ export interface BucketRegion {
   /** Largest bucket length of the collective; every rank must use the same. */
   maxElements: number;
   elementType: ElementType;
-  /** Which steps run: all of them, or only the reduce-scatter or the all-gather half. */
+  /** The steps that run: all of them, or only the reduce-scatter or the all-gather half. */
   kind: CollectiveKind;
 }
 
@@ -478,7 +478,7 @@ class CollectiveRun implements FrameConsumer {
 }
 
 /**
- * Returns the chunk of a bucket whose complete sums `rank` holds after reduce-scatter, chunk (rank + 1) mod
+ * Returns the chunk of a bucket whose complete sums `rank` has after reduce-scatter, chunk (rank + 1) mod
  * N: the chunk that the last reduce-scatter step delivers to it.
  */
 export function ownedChunk(rank: number, worldSize: number): number {

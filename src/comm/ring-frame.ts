@@ -19,7 +19,7 @@ export enum RingPhase {
   AllGather = 2,
 }
 
-/** Which collective a frame belongs to: an all-reduce, or one of its halves called on its own. */
+/** The collective a frame belongs to: an all-reduce, or one of its halves called on its own. */
 export type CollectiveKind = 'all-reduce' | 'reduce-scatter' | 'all-gather';
 
 /**
@@ -72,7 +72,9 @@ export function elementBytes(type: ElementType): number {
 
 /** Returns the name of an element type for messages: "float32", "fp16" or "bf16". */
 export function elementTypeName(type: ElementType): string {
-  return type === ElementType.Float32 ? 'float32' : type === ElementType.Float16 ? 'fp16' : 'bf16';
+  if (type === ElementType.Float32) return 'float32';
+  if (type === ElementType.Float16) return 'fp16';
+  return 'bf16';
 }
 
 /** The fields of a data frame header, in elements (buffer values) where they are lengths. */
@@ -105,7 +107,9 @@ export function phaseName(phase: RingPhase): string {
 
 /** Returns the name of a collective kind as its Ring method: "allReduce", "reduceScatter" or "allGather". */
 export function collectiveMethodName(kind: CollectiveKind): string {
-  return kind === 'all-reduce' ? 'allReduce' : kind === 'reduce-scatter' ? 'reduceScatter' : 'allGather';
+  if (kind === 'all-reduce') return 'allReduce';
+  if (kind === 'reduce-scatter') return 'reduceScatter';
+  return 'allGather';
 }
 
 /** Writes `header` into the first FRAME_HEADER_BYTES of `frame`; all fields are little-endian. */

@@ -49,7 +49,7 @@ const openUnitInterval: LeafRule = { kind: 'number', min: 0, minExclusive: true,
 
 /** The rules for every RunConfig key. */
 export const CONFIG_SCHEMA: ConfigSchema<RunConfig> = {
-  // A built-in name or a module path; checkConfigRelations tells the two apart.
+  // A built-in name or a module path, which checkConfigRelations distinguishes.
   task: { kind: 'string' },
   taskOptions: { kind: 'object' },
   // Limited to uint32 because parameter initialisation reduces the seed with `seed >>> 0`, so larger seeds would alias.

@@ -23,13 +23,13 @@ export interface DataConfig {
   trainFile: string;
   /** Evaluation data file of the file-based tasks; '' holds out every `heldOutEvery`-th training record instead. */
   evalFile: string;
-  /** What a reader does with a malformed record: stop with an error naming file and line, or skip and count it. */
+  /** Policy for a malformed record: stop with an error naming file and line, or skip and count it. */
   onBadRecord: BadRecordSetting;
   /** Batches each worker prepares ahead of the step that needs them. */
   prefetch: number;
   /** Data-loading threads per worker process. */
   loaderThreads: number;
-  /** What happens to the examples left over after the last full global batch of an epoch. */
+  /** Policy for the examples left over after the last full global batch of an epoch. */
   lastBatch: LastBatchSetting;
 }
 
@@ -54,7 +54,7 @@ export interface ModelConfig {
   contextWindow: number;
   /** Dropout rate of the models that use dropout (0 turns it off). */
   dropout: number;
-  /** Characters the language model sees at once. */
+  /** Characters in the context window of the language model. */
   contextLength: number;
   /** Size of the hashed bag-of-words input of the text classifier. */
   hashFeatures: number;

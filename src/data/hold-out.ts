@@ -22,5 +22,10 @@ export function holdOut<T>(records: readonly T[], heldOutEvery: number, source: 
 
 /** Returns the distinct labels of `records`, sorted by code unit so that every thread assigns the same ids. */
 export function sortedLabels(records: readonly { label: string }[]): string[] {
-  return [...new Set(records.map((record) => record.label))].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  const labels = [...new Set(records.map((record) => record.label))];
+  // Code-unit order, not localeCompare, so the ids do not depend on the locale of the thread.
+  return labels.sort((a, b) => {
+    if (a < b) return -1;
+    return a > b ? 1 : 0;
+  });
 }

@@ -13,7 +13,7 @@ import { ownedBuffers } from './transfer.js';
 /** A request to a loading thread. */
 export type LoaderRequest = { kind: 'describe' } | { kind: 'batch'; split: Split; indices: number[] };
 
-/** What the pool passes to each thread when it starts. */
+/** The data the pool passes to each thread when it starts. */
 export interface LoaderThreadData {
   config: RunConfig;
 }

@@ -1,5 +1,5 @@
 /**
- * Which parts of a batch can move between threads instead of being copied.
+ * The rule for the parts of a batch that move between threads instead of being copied.
  */
 
 /**

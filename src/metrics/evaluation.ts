@@ -19,7 +19,7 @@ export interface EvaluationReport extends Partial<Report> {
   examples: number;
   /** Mean evaluation loss per term, or null when the task reports no loss. */
   loss: number | null;
-  /** exp(loss), for language models; null unless the task asks for it. */
+  /** exp(loss), for language models; null unless the task requests it. */
   perplexity: number | null;
 }
 

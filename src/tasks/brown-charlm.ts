@@ -34,13 +34,13 @@ function readTexts(config: RunConfig): { train: string; eval: string; source: st
     // Without an evaluation file, every heldOutEvery-th block of lines is held out.
     const lines = train.split('\n');
     const block = Math.max(1, Math.ceil(lines.length / 100));
-    const kept: string[] = [];
-    const held: string[] = [];
-    lines.forEach((line, index) => (Math.floor(index / block) % data.heldOutEvery === data.heldOutEvery - 1 ? held : kept).push(line));
-    if (held.length === 0) {
+    const trainLines: string[] = [];
+    const evalLines: string[] = [];
+    lines.forEach((line, index) => (Math.floor(index / block) % data.heldOutEvery === data.heldOutEvery - 1 ? evalLines : trainLines).push(line));
+    if (evalLines.length === 0) {
       throw new ConfigError(`${data.trainFile} has too few lines to hold any out; set data.evalFile or lower data.heldOutEvery`);
     }
-    return { train: kept.join('\n'), eval: held.join('\n'), source: data.trainFile };
+    return { train: trainLines.join('\n'), eval: evalLines.join('\n'), source: data.trainFile };
   }
   const folder = resolveCorpusFolder(data.corpus);
   const splits = splitCorpus(readCorpus(folder, data.limitFiles), data.heldOutEvery, Number.MAX_SAFE_INTEGER);

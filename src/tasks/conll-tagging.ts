@@ -78,7 +78,7 @@ const conllTagging: NativeTaskDefinition<BrownPosData, TaggerBatch> = {
       vocabulary: vocabularySize,
       tags: classNames.length,
       skippedRecords: skipped,
-      // BrownPosData.counts holds numbers and strings, so the reasons are joined into one string.
+      // BrownPosData.counts contains numbers and strings, so the reasons are joined into one string.
       skipReasons: skipReasons.slice(0, 5).join(' | '),
     };
     return { encoded, classNames, vocabularySize, counts };
