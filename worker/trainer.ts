@@ -155,7 +155,10 @@ export class DataParallelTrainer<Batch> {
     await this.optimizer.gatherMoments((values) => shard.allGather(values));
   }
 
-  /** Returns copies of the parameters and optimizer state, safe to write while training goes on. */
+  /**
+   * Returns copies of the parameters and optimizer state, safe to write while training goes on.
+   * NOTE: the task's buffers (batch-normalisation statistics) are not part of it, so a resumed run restarts them.
+   */
   exportState(): { parameters: Float32Array; optimizer: AdamWState } {
     if (this.optimizer === null) throw new Error('DataParallelTrainer.exportState called before startSchedule');
     return { parameters: this.parameters.slice(), optimizer: this.optimizer.exportState() };

@@ -233,6 +233,7 @@ export class CharTransformer {
       return x;
     }
     this.dropoutDraws += 1;
+    // NOTE: the seed does not depend on the rank, so every rank draws the same masks at the same step.
     return tf.dropout(x, rate, undefined, mixSeed(this.options.seed, this.dropoutDraws)) as tf.Tensor2D;
   }
 
