@@ -10,6 +10,7 @@ import { createInterface } from 'node:readline';
 import { pino } from 'pino';
 import { Ring, type Compression } from '../src/comm/ring-allreduce.js';
 import { RingListener } from '../src/comm/ring-listener.js';
+import { allocateKernelFloats } from '../src/kernels/kernel-memory.js';
 
 interface ConnectCommand {
   type: 'connect';
@@ -42,7 +43,8 @@ function emit(message: object): void {
  */
 async function runSize(ring: Ring, command: RunCommand, bucketBytes: number): Promise<{ times: number[]; cpuMs: number; systemMs: number }> {
   const options = { bucketBytes: bucketBytes > 0 ? bucketBytes : Math.max(4, command.bytes) };
-  const buffer = new Float32Array(command.bytes / 4).fill(ring.rank + 1);
+  // The trainer keeps its gradients in the kernel memory, where the SIMD add reads them in place.
+  const buffer = allocateKernelFloats(command.bytes / 4).fill(ring.rank + 1);
   const expected = (ring.worldSize * (ring.worldSize + 1)) / 2;
   const times: number[] = [];
   let cpuStart = process.cpuUsage();

@@ -167,7 +167,7 @@ training: for (let epoch = 0; step < totalSteps; epoch++) {
     }
     step++;
     const stepStarted = performance.now();
-    const result = await trainer.step(makeBatch('train', batch), identity, { isRoot: true, dataWaitMs: 0 });
+    const result = await trainer.step(makeBatch('train', batch), identity, { isRoot: true, dataWaitMs: 0, worldSize: 1 });
     interval.steps++;
     interval.tokens += result.globalCount;
     interval.ms += performance.now() - stepStarted;

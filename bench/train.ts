@@ -1,10 +1,13 @@
 /**
- * `npm run bench:train -- --gpus 1,2 [--steps 80] [--per-worker-batch 64] [--backend wasm] [--set KEY=VALUE ...] [--json FILE]`
+ * `npm run bench:train -- --gpus 1,2 [--steps 80] [--per-worker-batch 64] [--backend wasm] [--set KEY=VALUE ...]
+ *   [--compare KEY=V1,V2] [--rounds 1] [--json FILE]`
  *
  * Runs the default job through the real launcher for each worker count, with the per-worker batch fixed (weak
  * scaling), and reports the median per-step time split into phases, samples per second, the weak-scaling
  * efficiency against the first worker count, and model FLOP utilisation against this backend's measured
- * matMul peak. The first 10 steps of each run are treated as warm-up and left out.
+ * matMul peak. The first 10 steps of each run are treated as warm-up and left out. `--compare` runs every
+ * worker count once per value of one config key, and `--rounds` repeats the whole sequence, so variants
+ * alternate and share the machine's load as evenly as the runs allow.
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -29,6 +32,9 @@ interface StepRecord {
 
 /** Median phase times of one run, in milliseconds per step. */
 interface RunProfile {
+  round: number;
+  /** The compared setting, KEY=VALUE, or '' without --compare. */
+  variant: string;
   workers: number;
   globalBatchSize: number;
   steps: number;
@@ -113,7 +119,7 @@ async function profileRun(
   backend: string,
   peakGflops: number,
   overrides: readonly string[],
-): Promise<RunProfile> {
+): Promise<Omit<RunProfile, 'round' | 'variant'>> {
   const directory = mkdtempSync(join(tmpdir(), 'ringtrain-bench-train-'));
   try {
     const runDir = join(directory, 'run');
@@ -191,8 +197,13 @@ async function main(): Promise<void> {
       json: { type: 'string' },
       // Passed to the launcher, e.g. --set allreduce.compression=fp16.
       set: { type: 'string', multiple: true, default: [] },
+      compare: { type: 'string' },
+      rounds: { type: 'string', default: '1' },
     },
   });
+  const variants = parseCompare(values.compare);
+  const rounds = Number(values.rounds);
+  if (!Number.isInteger(rounds) || rounds < 1) throw new Error(`--rounds must be an integer of at least 1 (got ${values.rounds})`);
   const workerCounts = (values.gpus as string).split(',').map(Number);
   const steps = Number(values.steps);
   const perWorkerBatch = Number(values['per-worker-batch']);
@@ -205,12 +216,21 @@ async function main(): Promise<void> {
   console.log(`${backend} matMul peak (1024x1024x1024, one core): ${peakGflops.toFixed(1)} GFLOP/s`);
 
   const profiles: RunProfile[] = [];
-  for (const workers of workerCounts) {
-    console.log(`running ${workers} worker(s), global batch ${perWorkerBatch * workers}, ${steps} steps ...`);
-    profiles.push(await profileRun(workers, steps, perWorkerBatch, backend, peakGflops, values.set as string[]));
+  for (let round = 1; round <= rounds; round++) {
+    for (const variant of variants) {
+      for (const workers of workerCounts) {
+        const label = variant === '' ? '' : ` with ${variant}`;
+        console.log(`round ${round}: running ${workers} worker(s)${label}, global batch ${perWorkerBatch * workers}, ${steps} steps ...`);
+        const overrides = [...(values.set as string[]), ...(variant === '' ? [] : [variant])];
+        const profile = await profileRun(workers, steps, perWorkerBatch, backend, peakGflops, overrides);
+        profiles.push({ ...profile, round, variant });
+      }
+    }
   }
 
   const columns: [string, (profile: RunProfile) => string][] = [
+    ...(rounds > 1 ? ([['round', (p) => String(p.round)]] as [string, (profile: RunProfile) => string][]) : []),
+    ...(variants.length > 1 ? ([['variant', (p) => p.variant]] as [string, (profile: RunProfile) => string][]) : []),
     ['workers', (p) => String(p.workers)],
     ['batch', (p) => String(p.globalBatchSize)],
     ['step ms', (p) => p.stepMs.toFixed(1)],
@@ -228,12 +248,23 @@ async function main(): Promise<void> {
   console.log('|' + columns.map(() => '---|').join(''));
   for (const profile of profiles) console.log('| ' + columns.map(([, cell]) => cell(profile)).join(' | ') + ' |');
 
-  const base = profiles[0] as RunProfile;
-  for (const profile of profiles.slice(1)) {
+  for (const profile of profiles) {
+    // Each run is compared with the first worker count of the same round and variant.
+    const base = profiles.find((other) => other.round === profile.round && other.variant === profile.variant) as RunProfile;
+    if (base === profile) continue;
     const efficiency = profile.samplesPerSecond / ((base.samplesPerSecond * profile.workers) / base.workers);
-    console.log(`weak-scaling efficiency, ${profile.workers} workers against ${base.workers}: ${(efficiency * 100).toFixed(1)}%`);
+    const where = `${rounds > 1 ? `round ${profile.round}, ` : ''}${profile.variant === '' ? '' : `${profile.variant}, `}`;
+    console.log(`weak-scaling efficiency, ${where}${profile.workers} workers against ${base.workers}: ${(efficiency * 100).toFixed(1)}%`);
   }
   if (values.json !== undefined) writeFileSync(values.json, JSON.stringify({ backend, peakGflops, profiles }, null, 2) + '\n');
+}
+
+/** Turns `--compare KEY=V1,V2` into the overrides KEY=V1 and KEY=V2; without it, one run with no override. */
+function parseCompare(compare: string | undefined): string[] {
+  if (compare === undefined) return [''];
+  const match = /^([A-Za-z][\w.]*)=(.+)$/.exec(compare);
+  if (match === null) throw new Error(`--compare must look like KEY=VALUE1,VALUE2, e.g. allreduce.skipZeroBlocks=true,false (got ${compare})`);
+  return (match[2] as string).split(',').map((value) => `${match[1]}=${value}`);
 }
 
 main().catch((error: unknown) => {

@@ -305,7 +305,7 @@ test('override unrelated key lists section', (t) => {
 
 test('override section rejected', (t) => {
   const message = messageOf(() => applyOverrides(defaultConfig(), ['allreduce=5']));
-  t.is(message, 'allreduce is a config section, not a key, in --set allreduce=5; set one of allreduce.timeoutMs, allreduce.bucketBytes, allreduce.compression');
+  t.is(message, 'allreduce is a config section, not a key, in --set allreduce=5; set one of allreduce.timeoutMs, allreduce.bucketBytes, allreduce.compression, allreduce.skipZeroBlocks');
 });
 
 test('override without equals rejected', (t) => {
@@ -326,7 +326,7 @@ test('overrides violating relation rejected', (t) => {
 });
 
 test('schema lists every key', (t) => {
-  // 4 top-level keys + data 12 + model 9 + train 7 + optimizer 9 + allreduce 3 + coordinator 3 + checkpoint 2
-  // + health 3 = 52.
-  t.is(configKeys().length, 52);
+  // 4 top-level keys + data 12 + model 9 + train 7 + optimizer 9 + allreduce 4 + coordinator 3 + checkpoint 2
+  // + health 3 = 53.
+  t.is(configKeys().length, 53);
 });

@@ -204,6 +204,7 @@ async function runWithLoader(
             {
               isRoot: rank === 0,
               dataWaitMs,
+              worldSize: activeRing.worldSize,
               extraComputeMs: slowdownMs(faults, rank, message.indices.length),
               shard:
                 shard === undefined || !injectNan
@@ -345,6 +346,7 @@ function shardCollectives(ring: Ring, config: RunConfig): ShardCollectives | und
     reduceScatter: (buffer) => ring.reduceScatter(buffer),
     allGather: (buffer) => ring.allGather(buffer),
     sumFloat64: (value) => ring.sumFloat64(value),
+    ownedRanges: (length) => ring.ownedRanges(length),
   };
 }
 

@@ -5,30 +5,14 @@ import type { RunConfig } from '../src/config/types.js';
 import type { StepTimings } from '../src/comm/protocol.js';
 import type { Model, ParameterSpec } from '../src/models/model.js';
 import type { Task } from '../src/tasks/task.js';
+import { allocateKernelFloats } from '../src/kernels/kernel-memory.js';
+import { GradientExchange, type AllReduce, type ShardCollectives } from './gradient-exchange.js';
 import { AdamW, type AdamWState } from '../src/optim/adamw.js';
 import { scaleAndSumSquares, type ElementRange } from '../src/optim/clip.js';
 import { RingtrainError } from '../src/errors.js';
 import { countPredictions } from '../src/metrics/classification.js';
 
-/**
- * Sums a buffer in place across all ranks; the ring all-reduce in training, the identity for one process.
- * `exact` requests float32 on the wire even when `allreduce.compression` is on.
- */
-export type AllReduce = (buffer: Float32Array, exact?: boolean) => Promise<void>;
-
-/**
- * The collectives of a step with sharded optimizer state (`optimizer.shardState`), as `Ring` provides them.
- * Ownership of elements follows the ring's reduce-scatter, which depends only on the buffer length, the
- * bucket size and the world size, so gradients, parameters and moments of equal length share one split.
- */
-export interface ShardCollectives {
-  /** Reduce-scatters the gradients and returns the ranges whose complete sums this rank now holds. */
-  reduceScatter(buffer: Float32Array): Promise<readonly ElementRange[]>;
-  /** Copies every rank's owned ranges to every rank, bit for bit in float32. */
-  allGather(buffer: Float32Array): Promise<void>;
-  /** Adds one float64 per rank with identical bits on every rank. */
-  sumFloat64(value: number): Promise<number>;
-}
+export type { AllReduce, ShardCollectives } from './gradient-exchange.js';
 
 /** Settings of one step on this rank. */
 export interface StepOptions {
@@ -36,6 +20,8 @@ export interface StepOptions {
   isRoot: boolean;
   /** How long the caller waited for the batch, reported in the timings. */
   dataWaitMs: number;
+  /** Ranks that take part in the reduction; with one, nothing is exchanged. */
+  worldSize: number;
   /** Extra busy time inside the compute phase, to imitate a slower device in tests. */
   extraComputeMs?: number;
   /**
@@ -87,6 +73,7 @@ export class DataParallelTrainer<Batch> {
   private readonly gradients: Float32Array;
   private readonly model: Model<Batch>;
   private optimizer: AdamW | null = null;
+  private readonly exchange: GradientExchange;
 
   constructor(
     private readonly task: Task<Batch>,
@@ -96,10 +83,12 @@ export class DataParallelTrainer<Batch> {
     this.model = task.model;
     this.parameterCount = totalSize(this.model.specs);
     this.bufferCount = task.buffers.reduce((sum, buffer) => sum + buffer.size, 0);
-    this.parameters = new Float32Array(this.parameterCount);
+    // Both live in the kernel memory, where the ring's SIMD add and the optimizer's kernel read them in place.
+    this.parameters = allocateKernelFloats(this.parameterCount);
     // Layout: gradients, then rank 0's buffer values (zeros elsewhere, so the sum is rank 0's), then the summed
     // loss and the loss-term count of the shard.
-    this.gradients = new Float32Array(this.parameterCount + this.bufferCount + 2);
+    this.gradients = allocateKernelFloats(this.parameterCount + this.bufferCount + 2);
+    this.exchange = new GradientExchange(this.parameterCount, this.bufferCount + 2, config.allreduce, logger);
     this.readParameters();
   }
 
@@ -185,19 +174,7 @@ export class DataParallelTrainer<Batch> {
     if (options.extraComputeMs !== undefined && options.extraComputeMs > 0) busyWait(options.extraComputeMs);
     const computeDone = performance.now();
 
-    let owned: readonly ElementRange[] = [{ start: 0, end: this.parameterCount }];
-    if (shard !== undefined) {
-      owned = await shard.reduceScatter(this.gradients.subarray(0, this.parameterCount));
-      // The count and the buffers must be exact and known on every rank, so they are all-reduced in float32.
-      await allReduce(this.gradients.subarray(this.parameterCount), true);
-    } else if (this.config.allreduce.compression === 'none') {
-      await allReduce(this.gradients);
-    } else {
-      // 16-bit floats hold integers exactly only up to 2048 (fp16) or 256 (bf16), so the loss-term count and
-      // the buffers travel as float32 in a second, small all-reduce.
-      await allReduce(this.gradients.subarray(0, this.parameterCount));
-      await allReduce(this.gradients.subarray(this.parameterCount), true);
-    }
+    const owned = await this.exchange.reduce(this.gradients, allReduce, shard, options.worldSize);
     const allReduceDone = performance.now();
     // Time spent in collectives after the gradient reduction, counted as all-reduce time rather than optimizer time.
     let laterCollectivesMs = 0;

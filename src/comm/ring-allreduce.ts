@@ -106,7 +106,7 @@ export class Ring {
   private readonly compression: Compression;
   private readonly previous: ReceiveLink | null;
   private readonly next: SendLink | null;
-  private readonly buffers = new CollectiveBuffers();
+  private readonly buffers: CollectiveBuffers;
   private state: RingState = 'open';
   /** The kind of the collective that runs, or ran last; for messages. */
   private runningKind: CollectiveKind = 'all-reduce';
@@ -123,6 +123,7 @@ export class Ring {
     this.logger = options.logger;
     this.timeoutMs = options.timeoutMs;
     this.sliceElements = sliceElements;
+    this.buffers = new CollectiveBuffers(sliceElements * 4);
     this.bucketBytes = options.bucketBytes ?? DEFAULT_BUCKET_BYTES;
     this.compression = options.compression ?? 'none';
     this.previous = previous;

@@ -363,7 +363,6 @@ class CollectiveRun implements FrameConsumer {
 
   private finishIfDone(): void {
     if (this.step === this.endStep && this.context.next.pendingSends === 0) {
-      this.context.buffers.trim();
       this.finish(null);
     }
   }

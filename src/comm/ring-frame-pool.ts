@@ -2,40 +2,38 @@
  * The frames (header plus payload) that a ring reuses across collectives to receive reduce-scatter
  * frames, add to them and forward them.
  */
+import { allocateKernelBytes } from '../kernels/kernel-memory.js';
 import { FRAME_HEADER_BYTES } from './ring-frame.js';
 
-/** Number of free frames a ring keeps between collectives; more are left to the garbage collector. */
-const RETAINED_FRAMES = 8;
-
 /**
- * A pool of frames (header plus payload) that a ring reuses across collectives, so the hot path allocates
- * nothing once the pool has grown to the number of frames in flight.
+ * A pool of frames of one size, header plus the largest payload of the ring, so the hot path allocates
+ * nothing once the pool has grown to the number of frames in flight. Frames live in the kernel memory,
+ * where the SIMD add reads them in place. That memory is never freed, so the pool keeps every frame it made.
  */
 export class CollectiveBuffers {
   private readonly free: Buffer[] = [];
-  /** Size of the largest frame requested so far; new frames get this size, so any free frame fits. */
-  private frameBytes = 0;
+  private readonly frameBytes: number;
 
-  /** Returns a frame with room for `payloadBytes` bytes of payload; its first byte is 8-byte aligned. */
+  /** `maxPayloadBytes` is the largest payload a frame carries: the ring's slice size in bytes. */
+  constructor(maxPayloadBytes: number) {
+    this.frameBytes = FRAME_HEADER_BYTES + maxPayloadBytes;
+  }
+
+  /** Returns a frame with room for `payloadBytes` bytes of payload; its payload is 8-byte aligned. */
   takeFrame(payloadBytes: number): Buffer {
-    const bytes = FRAME_HEADER_BYTES + payloadBytes;
-    if (bytes > this.frameBytes) {
-      this.frameBytes = bytes;
-      this.free.length = 0;
+    if (FRAME_HEADER_BYTES + payloadBytes > this.frameBytes) {
+      throw new RangeError(`a ring frame of ${payloadBytes} payload bytes exceeds the pool's frames of ${this.frameBytes} bytes`);
     }
-    // allocUnsafeSlow gives the frame its own ArrayBuffer at offset 0, so the payload is 8-byte aligned.
-    return this.free.pop() ?? Buffer.allocUnsafeSlow(this.frameBytes);
+    return this.free.pop() ?? allocateKernelBytes(this.frameBytes);
   }
 
   /** Returns `frame`, taken with takeFrame, to the pool once nothing reads it any more. */
   releaseFrame(frame: Buffer): void {
-    if (frame.length === this.frameBytes) {
-      this.free.push(frame);
-    }
+    this.free.push(frame);
   }
 
-  /** Drops free frames beyond the few that the next collective will need first. */
-  trim(): void {
-    this.free.splice(0, Math.max(0, this.free.length - RETAINED_FRAMES));
+  /** Frames made so far that wait in the pool. */
+  get freeFrames(): number {
+    return this.free.length;
   }
 }

@@ -69,6 +69,7 @@ export const DEFAULT_CONFIG: Readonly<RunConfig> = deepFreeze<RunConfig>({
     timeoutMs: 30000,
     bucketBytes: 67108864,
     compression: 'none',
+    skipZeroBlocks: false,
   },
   coordinator: {
     host: '127.0.0.1',

@@ -107,6 +107,7 @@ export const CONFIG_SCHEMA: ConfigSchema<RunConfig> = {
     // At least one float32 value; the ring rounds down to whole values.
     bucketBytes: { kind: 'integer', min: 4 },
     compression: { kind: 'enum', values: ['none', 'fp16', 'bf16'] },
+    skipZeroBlocks: { kind: 'boolean' },
   },
   coordinator: {
     host: { kind: 'string' },

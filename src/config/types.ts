@@ -124,6 +124,11 @@ export interface AllReduceConfig {
   bucketBytes: number;
   /** Wire format of gradient values: float32 (`none`), or rounded to fp16 or bf16 with float32 sums. */
   compression: 'none' | 'fp16' | 'bf16';
+  /**
+   * Send only the gradient blocks (64 values each) that some worker has nonzero, after a small all-reduce of
+   * per-block flags; see worker/gradient-exchange.ts. The sums are those of the full exchange.
+   */
+  skipZeroBlocks: boolean;
 }
 
 export interface CoordinatorConfig {

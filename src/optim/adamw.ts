@@ -1,10 +1,13 @@
 /**
- * AdamW over flat Float32Array buffers, written in plain JavaScript instead of tfjs ops so that every rank
- * computes bit-identical parameters from the same reduced gradients, whatever tfjs backend it runs.
+ * AdamW over flat Float32Array buffers, computed by ringtrain's own code (a WebAssembly kernel, or plain
+ * JavaScript for arrays outside the kernel memory) instead of tfjs ops, so that every rank computes
+ * bit-identical parameters from the same reduced gradients, whatever tfjs backend it runs.
  */
 import type { OptimizerConfig } from '../config/types.js';
 import type { ParameterSpec } from '../models/model.js';
 import { clipByGlobalNorm, clipScaleFor, type ElementRange } from './clip.js';
+import { allocateKernelFloats } from '../kernels/kernel-memory.js';
+import { updateElements, type AdamWCoefficients } from './adamw-update.js';
 import { learningRateAt } from './schedule.js';
 
 /** The optimizer settings that shape the update; `shardState` only decides which rank computes which part. */
@@ -114,8 +117,9 @@ export class AdamW {
     this.totalSteps = totalSteps;
     this.config = Object.freeze({ ...config });
     this.segments = buildSegments(specs);
-    this.firstMoment = new Float32Array(this.parameterCount);
-    this.secondMoment = new Float32Array(this.parameterCount);
+    // In the kernel memory, so that the SIMD update reads them in place (see adamw-update.ts).
+    this.firstMoment = allocateKernelFloats(this.parameterCount);
+    this.secondMoment = allocateKernelFloats(this.parameterCount);
   }
 
   /** Optimizer steps completed so far. The next step uses step number `stepCount + 1`. */
@@ -186,31 +190,27 @@ export class AdamW {
     const { beta1, beta2, eps, weightDecay } = this.config;
     const stepNumber = this.completedSteps + 1;
     const lr = learningRateAt(stepNumber, this.totalSteps, this.config);
-    const oneMinusBeta1 = 1 - beta1;
-    const oneMinusBeta2 = 1 - beta2;
-    const stepSize = lr / (1 - beta1 ** stepNumber);
-    const sqrtBiasCorrection2 = Math.sqrt(1 - beta2 ** stepNumber);
     const decayFactor = 1 - lr * weightDecay;
-    const scaled = gradientScale !== 1;
-    const m = this.firstMoment;
-    const v = this.secondMoment;
+    const coefficients: AdamWCoefficients = {
+      gradientScale,
+      beta1,
+      oneMinusBeta1: 1 - beta1,
+      beta2,
+      oneMinusBeta2: 1 - beta2,
+      sqrtBiasCorrection2: Math.sqrt(1 - beta2 ** stepNumber),
+      eps,
+      stepSize: lr / (1 - beta1 ** stepNumber),
+      shrink: 1,
+    };
+    const arrays = { parameters, gradients, firstMoment: this.firstMoment, secondMoment: this.secondMoment };
 
     for (const range of ranges) {
       for (const segment of this.segments) {
         const start = Math.max(segment.start, range.start);
         const end = Math.min(segment.end, range.end);
-        const shrink = segment.decay ? decayFactor : 1;
-        for (let i = start; i < end; i++) {
-          // Math.fround of the product is the value a float32 store of the clipped gradient keeps.
-          const g = scaled ? Math.fround((gradients[i] as number) * gradientScale) : (gradients[i] as number);
-          // Math.fround gives the value the float32 store keeps, so the update uses exactly the stored moments
-          // and a run resumed from saved moments matches an uninterrupted one bit for bit.
-          const mi = Math.fround(beta1 * (m[i] as number) + oneMinusBeta1 * g);
-          const vi = Math.fround(beta2 * (v[i] as number) + oneMinusBeta2 * g * g);
-          m[i] = mi;
-          v[i] = vi;
-          const denominator = Math.sqrt(vi) / sqrtBiasCorrection2 + eps;
-          parameters[i] = (parameters[i] as number) * shrink - (stepSize * mi) / denominator;
+        if (start < end) {
+          coefficients.shrink = segment.decay ? decayFactor : 1;
+          updateElements(arrays, start, end, coefficients);
         }
       }
     }

@@ -1,0 +1,132 @@
+/**
+ * The gradient reduction of one training step. It sums the gradient buffer and the values behind it (the
+ * task's buffers, the summed loss and the loss-term count) across all ranks: fully, or as a reduce-scatter
+ * with a sharded optimizer. It returns the ranges whose complete sums this rank holds.
+ *
+ * With `allreduce.skipZeroBlocks`, a step first all-reduces one flag per block of 64 gradient values (see
+ * src/comm/zero-blocks.ts) and then exchanges only the blocks that some rank has nonzero, packed together
+ * with the values behind the gradients. The result is the full exchange's, bit for bit with two ranks (a
+ * float32 sum of two values does not depend on their order), so the choice does not change what is learned. When more than half of the blocks are marked the step falls back to the full exchange, and after
+ * DENSE_STEPS_BEFORE_OFF such steps in a row the flags are no longer sent: the model's gradients are dense.
+ * Every rank decides from the same summed flags, so all ranks always take the same path.
+ */
+import type { Logger } from 'pino';
+import type { AllReduceConfig } from '../src/config/types.js';
+import type { ElementRange } from '../src/optim/clip.js';
+import { allocateKernelFloats } from '../src/kernels/kernel-memory.js';
+import { blockCount, countMarked, gatherBlocks, markNonzeroBlocks, scatterBlocks } from '../src/comm/zero-blocks.js';
+
+/**
+ * Sums a buffer in place across all ranks; the ring all-reduce in training, the identity for one process.
+ * `exact` requests float32 on the wire even when `allreduce.compression` is on.
+ */
+export type AllReduce = (buffer: Float32Array, exact?: boolean) => Promise<void>;
+
+/** The collectives of a sharded optimizer step. */
+export interface ShardCollectives {
+  /** Reduce-scatters the gradients and returns the ranges whose complete sums this rank now holds. */
+  reduceScatter(buffer: Float32Array): Promise<readonly ElementRange[]>;
+  /** Copies every rank's owned ranges to every rank, bit for bit in float32. */
+  allGather(buffer: Float32Array): Promise<void>;
+  /** Adds one float64 per rank with identical bits on every rank. */
+  sumFloat64(value: number): Promise<number>;
+  /** The ranges of a buffer of `length` values that this rank owns in reduceScatter and allGather. */
+  ownedRanges(length: number): readonly ElementRange[];
+}
+
+/** Consecutive steps with mostly nonzero blocks after which the flags are no longer exchanged. */
+export const DENSE_STEPS_BEFORE_OFF = 20;
+
+/** Reduces one step's gradients; see the module comment. */
+export class GradientExchange {
+  private readonly parameterCount: number;
+  private readonly tailLength: number;
+  private readonly config: AllReduceConfig;
+  private readonly logger: Logger;
+  private skipZeroBlocks: boolean;
+  private flags: Float32Array | null = null;
+  private packed: Float32Array | null = null;
+  private denseSteps = 0;
+  private reported = false;
+
+  /** `tailLength` values follow the `parameterCount` gradients in the buffer and are always summed exactly. */
+  constructor(parameterCount: number, tailLength: number, config: AllReduceConfig, logger: Logger) {
+    this.parameterCount = parameterCount;
+    this.tailLength = tailLength;
+    this.config = config;
+    this.logger = logger;
+    this.skipZeroBlocks = config.skipZeroBlocks && blockCount(parameterCount) > 1;
+  }
+
+  /**
+   * Sums `buffer` (gradients, then the tail) across the `worldSize` ranks and returns the gradient ranges this
+   * rank may use.
+   */
+  async reduce(buffer: Float32Array, allReduce: AllReduce, shard: ShardCollectives | undefined, worldSize: number): Promise<readonly ElementRange[]> {
+    const count = this.parameterCount;
+    if (this.skipZeroBlocks && worldSize > 1 && (await this.reducePacked(buffer, allReduce))) {
+      return shard === undefined ? [{ start: 0, end: count }] : shard.ownedRanges(count);
+    }
+    const gradients = buffer.subarray(0, count);
+    const tail = buffer.subarray(count, count + this.tailLength);
+    if (shard !== undefined) {
+      const owned = await shard.reduceScatter(gradients);
+      await allReduce(tail, true);
+      return owned;
+    }
+    if (this.config.compression === 'none') {
+      await allReduce(buffer.subarray(0, count + this.tailLength));
+    } else {
+      // 16-bit floats hold integers exactly only up to 2048 (fp16) or 256 (bf16), so the loss-term count and
+      // the buffers travel as float32 in a second, small all-reduce.
+      await allReduce(gradients);
+      await allReduce(tail, true);
+    }
+    return [{ start: 0, end: count }];
+  }
+
+  /** Runs the packed exchange and returns true, or returns false when most blocks are marked. */
+  private async reducePacked(buffer: Float32Array, allReduce: AllReduce): Promise<boolean> {
+    const count = this.parameterCount;
+    this.flags ??= allocateKernelFloats(blockCount(count));
+    const flags = this.flags;
+    markNonzeroBlocks(buffer, count, flags);
+    await allReduce(flags, true);
+    const marked = countMarked(flags);
+
+    if (marked * 2 > flags.length) {
+      this.denseSteps += 1;
+      if (this.denseSteps >= DENSE_STEPS_BEFORE_OFF) {
+        this.skipZeroBlocks = false;
+        this.logger.info(
+          { markedBlocks: marked, blocks: flags.length, steps: this.denseSteps },
+          'most gradient blocks were nonzero for many steps in a row; exchanging full gradients from now on',
+        );
+      }
+      return false;
+    }
+
+    this.denseSteps = 0;
+    this.packed ??= allocateKernelFloats(count + this.tailLength);
+    const packed = this.packed;
+    const packedLength = gatherBlocks(buffer, count, flags, packed);
+    packed.set(buffer.subarray(count, count + this.tailLength), packedLength);
+    if (this.config.compression === 'none') {
+      await allReduce(packed.subarray(0, packedLength + this.tailLength));
+    } else {
+      await allReduce(packed.subarray(0, packedLength));
+      await allReduce(packed.subarray(packedLength, packedLength + this.tailLength), true);
+    }
+    scatterBlocks(packed, count, flags, buffer);
+    buffer.set(packed.subarray(packedLength, packedLength + this.tailLength), count);
+
+    if (!this.reported) {
+      this.reported = true;
+      this.logger.info(
+        { markedBlocks: marked, blocks: flags.length, sentFraction: Number((packedLength / count).toFixed(4)) },
+        'exchanging only the gradient blocks that some worker has nonzero (allreduce.skipZeroBlocks)',
+      );
+    }
+    return true;
+  }
+}
