@@ -1,7 +1,8 @@
 import test from 'ava';
 import type { ParameterSpec } from '../src/models/model.js';
 import { AdamW, type AdamWConfig } from '../src/optim/adamw.js';
-import { clipByGlobalNorm, globalNorm, scaleAndSumSquares, type ElementRange } from '../src/optim/clip.js';
+import { globalNorm, sumOfScaledSquares, type ElementRange } from '../src/optim/clip.js';
+import { kernelMemory } from '../src/kernels/kernel-memory.js';
 
 const specs: ParameterSpec[] = [
   { name: 'embedding', shape: [7, 5], decay: true },
@@ -89,15 +90,34 @@ test('gathered moments equal full state', async (t) => {
   }
 });
 
-test('scaleAndSumSquares matches globalNorm and clip', (t) => {
+test('sumOfScaledSquares same on both paths', (t) => {
   const raw = gradientsAt(2);
+  const inKernelMemory = kernelMemory().allocateFloats(parameterCount);
+  inKernelMemory.set(raw);
   const inverse = 1 / 37;
-  const fused = raw.slice();
-  const norm = Math.sqrt(scaleAndSumSquares(fused, [{ start: 0, end: parameterCount }], inverse));
+  const ranges = [...(shards[0] as ElementRange[]), ...(shards[1] as ElementRange[]), ...(shards[2] as ElementRange[])];
+  const kernelSum = sumOfScaledSquares(inKernelMemory, ranges, inverse);
+  t.is(kernelSum, sumOfScaledSquares(raw, ranges, inverse));
+  t.true(bytes(inKernelMemory).equals(bytes(raw)), 'the values are left unchanged');
+  // The same squares added in another order agree to float64 rounding.
   const separate = raw.map((value) => value * inverse);
-  t.true(bytes(fused).equals(bytes(separate)));
-  t.is(norm, globalNorm(separate));
-  t.is(clipByGlobalNorm(separate.slice(), 1).norm, norm);
+  t.true(Math.abs(Math.sqrt(kernelSum) - globalNorm(separate)) <= 1e-12 * globalNorm(separate));
+});
+
+test('stepRanges factor equals prescaled gradients', (t) => {
+  for (const step of [1, 2]) {
+    const raw = gradientsAt(step);
+    const inverse = 1 / 37;
+    const prescaled = raw.map((value) => value * inverse);
+    const norm = globalNorm(prescaled);
+    const withFactor = new AdamW(specs, config, 10);
+    const withPrescaled = new AdamW(specs, config, 10);
+    const left = new Float32Array(parameterCount).fill(0.5);
+    const right = new Float32Array(parameterCount).fill(0.5);
+    withFactor.stepRanges(left, raw, [{ start: 0, end: parameterCount }], norm, inverse);
+    withPrescaled.stepRanges(right, prescaled, [{ start: 0, end: parameterCount }], norm);
+    t.true(bytes(left).equals(bytes(right)), `step ${step}`);
+  }
 });
 
 test('stepRanges rejects non-finite norm', (t) => {

@@ -85,9 +85,10 @@ test('SIMD add stays inside subarray', (t) => {
 test('AdamW kernel matches scalar bits', (t) => {
   const random = new SeededRandom(5);
   for (const length of [1, 2, 3, 17, 4096, 10001]) {
-    for (const gradientScale of [1, 0.3712]) {
+    for (const [gradientFactor, gradientScale] of [[1, 1], [1 / 37, 1], [1, 0.3712], [1 / 37, 0.3712]] as const) {
       for (const shrink of [1, 1 - 1e-3 * 0.01]) {
         const coefficients: AdamWCoefficients = {
+          gradientFactor,
           gradientScale,
           beta1: 0.9,
           oneMinusBeta1: 1 - 0.9,
@@ -115,7 +116,7 @@ test('AdamW kernel matches scalar bits', (t) => {
         const split = Math.floor(length / 2) | 1;
         updateElements(kernel, 0, Math.min(split, length), coefficients);
         updateElements(kernel, Math.min(split, length), length, coefficients);
-        const where = `length ${length}, scale ${gradientScale}, shrink ${shrink}`;
+        const where = `length ${length}, factor ${gradientFactor}, scale ${gradientScale}, shrink ${shrink}`;
         t.true(sameBits(kernel.parameters, reference.parameters), `${where}: parameters`);
         t.true(sameBits(kernel.firstMoment, reference.firstMoment), `${where}: first moment`);
         t.true(sameBits(kernel.secondMoment, reference.secondMoment), `${where}: second moment`);

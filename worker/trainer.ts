@@ -8,7 +8,7 @@ import type { Task } from '../src/tasks/task.js';
 import { allocateKernelFloats } from '../src/kernels/kernel-memory.js';
 import { GradientExchange, type AllReduce, type ShardCollectives } from './gradient-exchange.js';
 import { AdamW, type AdamWState } from '../src/optim/adamw.js';
-import { scaleAndSumSquares, type ElementRange } from '../src/optim/clip.js';
+import { sumOfScaledSquares, type ElementRange } from '../src/optim/clip.js';
 import { RingtrainError } from '../src/errors.js';
 import { countPredictions } from '../src/metrics/classification.js';
 
@@ -185,9 +185,11 @@ export class DataParallelTrainer<Batch> {
       throw new Error(`the global batch has ${globalCount} loss terms; every step needs at least one real token`);
     }
     const loss = (this.gradients[lossSlot] as number) / globalCount;
-    const meanGradients = this.gradients.subarray(0, this.parameterCount);
-    // Scaling and the sum of squares share one pass; unsharded, the norm equals globalNorm of the mean gradients.
-    let sumOfSquares = scaleAndSumSquares(meanGradients, owned, 1 / globalCount);
+    // The reduced gradients are sums over the global batch. The optimizer divides them by the token count as it
+    // reads them, so no pass writes the mean gradients; this sum of squares is already that of the means.
+    const summedGradients = this.gradients.subarray(0, this.parameterCount);
+    const meanFactor = 1 / globalCount;
+    let sumOfSquares = sumOfScaledSquares(summedGradients, owned, meanFactor);
     if (shard !== undefined) {
       const sumStarted = performance.now();
       sumOfSquares = await shard.sumFloat64(sumOfSquares);
@@ -205,7 +207,7 @@ export class DataParallelTrainer<Batch> {
       );
     }
     if (finite) {
-      update = this.optimizer.stepRanges(this.parameters, meanGradients, owned, update.gradNorm);
+      update = this.optimizer.stepRanges(this.parameters, summedGradients, owned, update.gradNorm, meanFactor);
       if (shard !== undefined) {
         const gatherStarted = performance.now();
         await shard.allGather(this.parameters);

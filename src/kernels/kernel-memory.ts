@@ -29,6 +29,7 @@ interface KernelExports {
     firstMoment: number,
     secondMoment: number,
     count: number,
+    gradientFactor: number,
     gradientScale: number,
     beta1: number,
     oneMinusBeta1: number,
@@ -40,6 +41,7 @@ interface KernelExports {
     shrink: number,
   ): void;
   nonzeroBlocks(values: number, blocks: number, flags: number): void;
+  sumScaledSquares(values: number, count: number, factor: number): number;
 }
 
 /** The kernels and the memory they work on; get the process's instance with `kernelMemory()`. */

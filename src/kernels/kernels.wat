@@ -26,22 +26,23 @@
         (br $next))))
 
   ;; One AdamW update of `count` elements (an even number), two per iteration in float64 lanes. Each operation
-  ;; is the one that src/optim/adamw.ts does in JavaScript numbers, in the same order, and every float32 store
-  ;; rounds the same way, so both give the same bits:
-  ;;   g  = f32(gradient * gradientScale)
+  ;; is the one that src/optim/adamw-update.ts does in JavaScript numbers, in the same order, and every float32
+  ;; store rounds the same way, so both give the same bits:
+  ;;   g  = f32(f32(gradient * gradientFactor) * gradientScale)
   ;;   m  = f32(beta1 * m + (1 - beta1) * g)
   ;;   v  = f32(beta2 * v + ((1 - beta2) * g) * g)
   ;;   p  = f32(p * shrink - (stepSize * m) / (sqrt(v) / sqrtBiasCorrection2 + eps))
   (func (export "adamw")
     (param $p i32) (param $g i32) (param $m i32) (param $v i32) (param $count i32)
-    (param $gradientScale f64) (param $beta1 f64) (param $oneMinusBeta1 f64) (param $beta2 f64)
+    (param $gradientFactor f64) (param $gradientScale f64) (param $beta1 f64) (param $oneMinusBeta1 f64) (param $beta2 f64)
     (param $oneMinusBeta2 f64) (param $sqrtBiasCorrection2 f64) (param $eps f64) (param $stepSize f64)
     (param $shrink f64)
     (local $end i32)
     (local $gradient v128) (local $first v128) (local $second v128) (local $denominator v128)
-    (local $scaleLanes v128) (local $beta1Lanes v128) (local $oneMinusBeta1Lanes v128) (local $beta2Lanes v128)
+    (local $factorLanes v128) (local $scaleLanes v128) (local $beta1Lanes v128) (local $oneMinusBeta1Lanes v128) (local $beta2Lanes v128)
     (local $oneMinusBeta2Lanes v128) (local $correctionLanes v128) (local $epsLanes v128) (local $stepLanes v128)
     (local $shrinkLanes v128)
+    (local.set $factorLanes (f64x2.splat (local.get $gradientFactor)))
     (local.set $scaleLanes (f64x2.splat (local.get $gradientScale)))
     (local.set $beta1Lanes (f64x2.splat (local.get $beta1)))
     (local.set $oneMinusBeta1Lanes (f64x2.splat (local.get $oneMinusBeta1)))
@@ -55,10 +56,13 @@
     (block $done
       (loop $next
         (br_if $done (i32.ge_u (local.get $p) (local.get $end)))
-        ;; g = f32(gradient * scale), as float64 lanes
+        ;; g = f32(f32(gradient * factor) * scale), as float64 lanes
         (local.set $gradient
           (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero
-            (f64x2.mul (f64x2.promote_low_f32x4 (v128.load64_zero (local.get $g))) (local.get $scaleLanes)))))
+            (f64x2.mul
+              (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero
+                (f64x2.mul (f64x2.promote_low_f32x4 (v128.load64_zero (local.get $g))) (local.get $factorLanes))))
+              (local.get $scaleLanes)))))
         ;; m = f32(beta1 * m + (1 - beta1) * g)
         (local.set $first
           (f32x4.demote_f64x2_zero
@@ -121,4 +125,21 @@
         (local.set $values (i32.add (local.get $values) (i32.const 256)))
         (local.set $flags (i32.add (local.get $flags) (i32.const 4)))
         (br $next))))
+
+  ;; Returns the sum of x * x over x = f32(values[i] * factor) for `count` elements (an even number), in float64.
+  ;; Even and odd elements go to two separate sums, added at the end; src/optim/clip.ts adds in the same order.
+  (func (export "sumScaledSquares") (param $values i32) (param $count i32) (param $factor f64) (result f64)
+    (local $end i32) (local $sums v128) (local $scaled v128) (local $factorLanes v128)
+    (local.set $factorLanes (f64x2.splat (local.get $factor)))
+    (local.set $end (i32.add (local.get $values) (i32.shl (local.get $count) (i32.const 2))))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $values) (local.get $end)))
+        (local.set $scaled
+          (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero
+            (f64x2.mul (f64x2.promote_low_f32x4 (v128.load64_zero (local.get $values))) (local.get $factorLanes)))))
+        (local.set $sums (f64x2.add (local.get $sums) (f64x2.mul (local.get $scaled) (local.get $scaled))))
+        (local.set $values (i32.add (local.get $values) (i32.const 8)))
+        (br $next)))
+    (f64.add (f64x2.extract_lane 0 (local.get $sums)) (f64x2.extract_lane 1 (local.get $sums))))
 )

@@ -9,7 +9,9 @@ import { kernelMemory } from '../kernels/kernel-memory.js';
 
 /** The per-step constants of the update, derived once per step from the config and the step number. */
 export interface AdamWCoefficients {
-  /** Factor applied to every gradient first (the clipping scale), 1 for none. */
+  /** Factor applied to every gradient first, such as 1 / token count; the product is rounded to float32. */
+  gradientFactor: number;
+  /** Factor applied next (the clipping scale), 1 for none; that product is rounded to float32 too. */
   gradientScale: number;
   beta1: number;
   oneMinusBeta1: number;
@@ -45,6 +47,7 @@ export function updateElements(arrays: AdamWArrays, start: number, end: number, 
       m,
       v,
       pairs * 2,
+      c.gradientFactor,
       c.gradientScale,
       c.beta1,
       c.oneMinusBeta1,
@@ -65,11 +68,11 @@ export function updateElements(arrays: AdamWArrays, start: number, end: number, 
 /** Updates elements [start, end) one at a time: the reference that the kernel matches bit for bit. */
 export function updateElementsScalar(arrays: AdamWArrays, start: number, end: number, c: AdamWCoefficients): void {
   const { parameters, gradients, firstMoment: m, secondMoment: v } = arrays;
-  const { gradientScale, beta1, oneMinusBeta1, beta2, oneMinusBeta2, sqrtBiasCorrection2, eps, stepSize, shrink } = c;
+  const { gradientFactor, gradientScale, beta1, oneMinusBeta1, beta2, oneMinusBeta2, sqrtBiasCorrection2, eps, stepSize, shrink } = c;
   for (let i = start; i < end; i++) {
-    // Math.fround of the product is the value a float32 store of the clipped gradient keeps; with a scale of 1
-    // it is the gradient itself.
-    const g = Math.fround((gradients[i] as number) * gradientScale);
+    // Each Math.fround is the value a float32 store of the scaled, then clipped gradient keeps. With factors
+    // of 1 it is the gradient itself.
+    const g = Math.fround(Math.fround((gradients[i] as number) * gradientFactor) * gradientScale);
     // Math.fround gives the value the float32 store keeps, so the update uses exactly the stored moments
     // and a run resumed from saved moments matches an uninterrupted one bit for bit.
     const mi = Math.fround(beta1 * (m[i] as number) + oneMinusBeta1 * g);

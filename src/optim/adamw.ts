@@ -148,7 +148,7 @@ export class AdamW {
       );
     }
 
-    const lr = this.applyUpdate(parameters, gradients, [{ start: 0, end: this.parameterCount }], 1);
+    const lr = this.applyUpdate(parameters, gradients, [{ start: 0, end: this.parameterCount }], 1, 1);
     return { lr, gradNorm: norm, clipped: scale < 1 };
   }
 
@@ -157,13 +157,21 @@ export class AdamW {
    * inputs each of those elements gets the same bits as `step` would give it. `gradNorm` is the global norm
    * of the whole gradient, which the caller measures across every rank. When clipping applies, each gradient
    * is multiplied by `clipNorm / gradNorm` and rounded to float32 inside the update loop, where `step` uses a
-   * separate pass. `gradients` is read only. The step count advances by one even when `ranges` is empty,
-   * so every rank of a sharded run stays at the same step.
+   * separate pass. `gradientFactor` multiplies each gradient first, rounded to float32, as if the caller had
+   * scaled the buffer (the trainer passes 1 / token count); `gradNorm` is that of the scaled gradients.
+   * `gradients` is read only. The step count advances by one even when `ranges` is empty, so every rank of a
+   * sharded run stays at the same step.
    *
    * Throws a RangeError, before changing anything, when a buffer length differs from `parameterCount`, a
    * range lies outside it, or `gradNorm` is NaN or Infinity.
    */
-  stepRanges(parameters: Float32Array, gradients: Float32Array, ranges: readonly ElementRange[], gradNorm: number): AdamWStepResult {
+  stepRanges(
+    parameters: Float32Array,
+    gradients: Float32Array,
+    ranges: readonly ElementRange[],
+    gradNorm: number,
+    gradientFactor = 1,
+  ): AdamWStepResult {
     this.checkLength('parameters', parameters.length);
     this.checkLength('gradients', gradients.length);
     for (const { start, end } of ranges) {
@@ -178,20 +186,28 @@ export class AdamW {
       );
     }
     const scale = clipScaleFor(gradNorm, this.config.clipNorm);
-    const lr = this.applyUpdate(parameters, gradients, ranges, scale);
+    const lr = this.applyUpdate(parameters, gradients, ranges, gradientFactor, scale);
     return { lr, gradNorm, clipped: scale < 1 };
   }
 
   /**
-   * Updates the elements of `ranges` with gradients multiplied by `gradientScale` (1: used as they are),
-   * advances the step count and returns the learning rate used.
+   * Updates the elements of `ranges` with gradients multiplied by `gradientFactor` and then by `gradientScale`
+   * (each product rounded to float32; 1 and 1 use them as they are), advances the step count and returns the
+   * learning rate used.
    */
-  private applyUpdate(parameters: Float32Array, gradients: Float32Array, ranges: readonly ElementRange[], gradientScale: number): number {
+  private applyUpdate(
+    parameters: Float32Array,
+    gradients: Float32Array,
+    ranges: readonly ElementRange[],
+    gradientFactor: number,
+    gradientScale: number,
+  ): number {
     const { beta1, beta2, eps, weightDecay } = this.config;
     const stepNumber = this.completedSteps + 1;
     const lr = learningRateAt(stepNumber, this.totalSteps, this.config);
     const decayFactor = 1 - lr * weightDecay;
     const coefficients: AdamWCoefficients = {
+      gradientFactor,
       gradientScale,
       beta1,
       oneMinusBeta1: 1 - beta1,

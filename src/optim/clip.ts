@@ -1,6 +1,7 @@
 /**
  * Gradient clipping by global L2 norm over one flat buffer.
  */
+import { kernelMemory } from '../kernels/kernel-memory.js';
 
 /** The outcome of clipByGlobalNorm. */
 export interface ClipResult {
@@ -30,20 +31,39 @@ export interface ElementRange {
 }
 
 /**
- * Multiplies the elements of `ranges` by `factor` in place (each product rounded to float32 by the store) and
- * returns the sum of squares of the stored values, added in float64 in range order and index order. With one
- * range [0, length) the square root of the result equals `globalNorm` of the scaled values bit for bit.
+ * Returns the sum of x * x over the elements of `ranges`, where x is the element multiplied by `factor` and
+ * rounded to float32, without changing `values`. Each range is summed in float64 as two partial sums: one of
+ * its even-numbered and one of its odd-numbered elements, counted from the range start. They are added when
+ * the range ends, and the ranges are then added in order. The SIMD kernel `sumScaledSquares` adds in exactly this
+ * order, so the result has the same bits whether or not `values` lies in the kernel memory.
  */
-export function scaleAndSumSquares(values: Float32Array, ranges: readonly ElementRange[], factor: number): number {
-  let sumOfSquares = 0;
+export function sumOfScaledSquares(values: Float32Array, ranges: readonly ElementRange[], factor: number): number {
+  const memory = kernelMemory();
+  const address = memory.addressOf(values);
+  let total = 0;
   for (const { start, end } of ranges) {
-    for (let i = start; i < end; i++) {
-      const scaled = Math.fround((values[i] as number) * factor);
-      values[i] = scaled;
-      sumOfSquares += scaled * scaled;
+    const pairEnd = start + 2 * Math.floor((end - start) / 2);
+    let rangeSum: number;
+    if (address >= 0 && pairEnd > start) {
+      rangeSum = memory.kernels.sumScaledSquares(address + start * 4, pairEnd - start, factor);
+    } else {
+      let evenSum = 0;
+      let oddSum = 0;
+      for (let i = start; i < pairEnd; i += 2) {
+        const even = Math.fround((values[i] as number) * factor);
+        const odd = Math.fround((values[i + 1] as number) * factor);
+        evenSum += even * even;
+        oddSum += odd * odd;
+      }
+      rangeSum = evenSum + oddSum;
     }
+    if (pairEnd < end) {
+      const last = Math.fround((values[pairEnd] as number) * factor);
+      rangeSum += last * last;
+    }
+    total += rangeSum;
   }
-  return sumOfSquares;
+  return total;
 }
 
 /**
