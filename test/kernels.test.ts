@@ -2,6 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import test from 'ava';
 import { addInto, addIntoScalar } from '../src/comm/ring-reduce.js';
+import { checksumFloats } from '../src/kernels/checksum.js';
 import { KernelMemory, SCRATCH_FLOATS, kernelMemory } from '../src/kernels/kernel-memory.js';
 import { updateElements, updateElementsScalar, type AdamWArrays, type AdamWCoefficients } from '../src/optim/adamw-update.js';
 import { SeededRandom } from '../src/random.js';
@@ -143,5 +144,30 @@ test('kernel memory growth keeps arrays', (t) => {
   t.true(memory.addressOf(late) >= memory.addressOf(early) + 4000);
   t.is(memory.addressOf(late) % 64, 0);
   t.is(memory.addressOf(new Float32Array(4)), -1);
+  // Growing one shared memory can give every shared memory of the process a new buffer object.
+  const shared = kernelMemory().allocateFloats(10);
+  t.true(kernelMemory().addressOf(shared) >= 0);
   t.throws(() => memory.allocateFloats(-1), { instanceOf: RangeError, message: /non-negative integer number of bytes/ });
+});
+
+test('checksum sees every single bit flip', (t) => {
+  const random = new SeededRandom(17);
+  for (const length of [0, 1, 3, 4, 5, 9, 1000, SCRATCH_FLOATS + 5]) {
+    const values = mixedValues(random, length, true);
+    const inside = place(values, true);
+    const digest = checksumFloats(inside);
+    t.regex(digest, /^[0-9a-f]{16}$/);
+    t.is(checksumFloats(values), digest, `length ${length}: the copy path gives the kernel path's digits`);
+    const bits = new Uint32Array(inside.buffer, inside.byteOffset, length);
+    // Flip bits at the start, in the middle and in the zero-padded tail.
+    for (const index of new Set([0, Math.floor(length / 2), length - 1].filter((i) => i >= 0 && i < length))) {
+      for (const bit of [0, 17, 31]) {
+        bits[index] = (bits[index] as number) ^ (1 << bit);
+        t.not(checksumFloats(inside), digest, `length ${length}, element ${index}, bit ${bit}`);
+        bits[index] = (bits[index] as number) ^ (1 << bit);
+      }
+    }
+    t.is(checksumFloats(inside), digest);
+  }
+  t.not(checksumFloats(new Float32Array(4)), checksumFloats(new Float32Array(5)), 'the length enters the checksum');
 });

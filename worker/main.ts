@@ -38,7 +38,8 @@ import { buildTask } from '../src/tasks/build.js';
 import { LoaderPool } from '../src/data/loader-pool.js';
 import { mixSeed, SeededRandom } from '../src/random.js';
 import { ControlLink } from './control-link.js';
-import { DataParallelTrainer, hashFloats, type ShardCollectives } from './trainer.js';
+import { DataParallelTrainer, type ShardCollectives } from './trainer.js';
+import { checksumFloats } from '../src/kernels/checksum.js';
 
 interface WorkerEnvironment {
   coordinatorUrl: string;
@@ -151,7 +152,7 @@ async function runWithLoader(
     parameterSpecs: trainer.specs.map((spec) => ({ name: spec.name, shape: [...spec.shape] })),
     parameterCount: trainer.parameterCount,
     parameterLayoutHash: trainer.layoutHash(),
-    initialChecksum: hashFloats(trainer.parameters),
+    initialChecksum: checksumFloats(trainer.parameters),
   });
 
   let ring: Ring | null = null;

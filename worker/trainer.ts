@@ -5,6 +5,7 @@ import type { RunConfig } from '../src/config/types.js';
 import type { StepTimings } from '../src/comm/protocol.js';
 import type { Model, ParameterSpec } from '../src/models/model.js';
 import type { Task } from '../src/tasks/task.js';
+import { checksumFloats } from '../src/kernels/checksum.js';
 import { allocateKernelFloats } from '../src/kernels/kernel-memory.js';
 import { GradientExchange, type AllReduce, type ShardCollectives } from './gradient-exchange.js';
 import { AdamW, type AdamWState } from '../src/optim/adamw.js';
@@ -278,9 +279,9 @@ export class DataParallelTrainer<Batch> {
     return { specs: [...this.model.specs, ...bufferSpecs], values };
   }
 
-  /** Returns a short hash of the parameter bits; equal on two ranks only when every bit is equal. */
+  /** Returns the 64-bit checksum of the parameter bits (src/kernels/checksum.ts) that ranks compare. */
   checksum(): string {
-    return hashFloats(this.parameters);
+    return checksumFloats(this.parameters);
   }
 
   /** Returns a hash of parameter names, shapes and decay flags, in order. */
@@ -341,13 +342,6 @@ export function totalSize(specs: readonly ParameterSpec[]): number {
   return specs.reduce((sum, spec) => sum + spec.shape.reduce((product, size) => product * size, 1), 0);
 }
 
-/** Returns the first 16 hex digits of the SHA-256 of a float array's bytes. */
-export function hashFloats(values: Float32Array): string {
-  return createHash('sha256')
-    .update(new Uint8Array(values.buffer, values.byteOffset, values.byteLength))
-    .digest('hex')
-    .slice(0, 16);
-}
 
 /** Keeps the thread busy for `ms` milliseconds, as slower hardware would. */
 function busyWait(ms: number): void {

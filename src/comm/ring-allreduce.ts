@@ -25,11 +25,12 @@ export type { RingPeerAddress } from './ring-dial.js';
 export type { BucketedAllReduce, Compression, ElementRange } from './ring-buckets.js';
 
 /**
- * Default size of the slices that a rank cuts its own chunk into; 1 MiB. With 2 and 4 ranks on a 2-vCPU
- * machine, 256 KiB slices used up to a third more CPU time and 4 MiB slices about the same (the
- * benchmark's ranks at 16 and 64 MiB), so the smaller of the two good sizes keeps frames small.
+ * Default size of the slices that a rank cuts its own chunk into: 4 MiB. Since the add runs as a SIMD kernel,
+ * the cost per frame (system calls, wake-ups of the next rank) outweighs finer pipelining on a 2-vCPU
+ * machine: 2 to 8 MiB slices used less CPU time per call than 1 MiB ones with 2 and 4 ranks at 16 and 64 MiB
+ * (docs/benchmarks.md). A frame of the pool takes a slice plus its header of the kernel memory.
  */
-export const DEFAULT_SLICE_BYTES = 1024 * 1024;
+export const DEFAULT_SLICE_BYTES = 4 * 1024 * 1024;
 
 /**
  * Default largest bucket of a bucketed all-reduce, in float32 bytes: 64 MiB. On an idle 2-vCPU machine, 64 MiB

@@ -42,6 +42,7 @@ interface KernelExports {
   ): void;
   nonzeroBlocks(values: number, blocks: number, flags: number): void;
   sumScaledSquares(values: number, count: number, factor: number): number;
+  hashVectors(values: number, vectors: number, state: number): void;
 }
 
 /** The kernels and the memory they work on; get the process's instance with `kernelMemory()`. */
@@ -50,7 +51,7 @@ export class KernelMemory {
   /** Byte addresses of the two scratch blocks of SCRATCH_FLOATS floats each. */
   readonly scratch: readonly [number, number];
   private readonly memory: WebAssembly.Memory;
-  /** Every buffer object the memory has had; arrays allocated before a growth still use an older one. */
+  /** Every buffer object that an array of this memory was made from; see currentBuffer. */
   private readonly buffers = new Set<ArrayBufferLike>();
   private floats: Float32Array;
   private top = 0;
@@ -60,7 +61,7 @@ export class KernelMemory {
     const module = new WebAssembly.Module(Buffer.from(KERNELS_WASM_BASE64, 'base64'));
     const instance = new WebAssembly.Instance(module, { env: { memory: this.memory } });
     this.kernels = instance.exports as unknown as KernelExports;
-    this.floats = this.refreshViews();
+    this.floats = new Float32Array(this.currentBuffer());
     const first = this.reserve(SCRATCH_FLOATS * 4);
     const second = this.reserve(SCRATCH_FLOATS * 4);
     if (first < 0 || second < 0) {
@@ -79,7 +80,7 @@ export class KernelMemory {
     if (address < 0) {
       return new Float32Array(length);
     }
-    return new Float32Array(this.memory.buffer, address, length);
+    return new Float32Array(this.currentBuffer(), address, length);
   }
 
   /** Returns a zeroed Buffer of `bytes` bytes in the memory, or an ordinary one at the limit. */
@@ -88,7 +89,7 @@ export class KernelMemory {
     if (address < 0) {
       return Buffer.alloc(bytes);
     }
-    return Buffer.from(this.memory.buffer, address, bytes);
+    return Buffer.from(this.currentBuffer(), address, bytes);
   }
 
   /** Returns the byte address of `view` in the memory, or -1 when it lies elsewhere. */
@@ -98,6 +99,9 @@ export class KernelMemory {
 
   /** A float32 view of the whole memory as it is now, for copies in and out of the scratch blocks. */
   get heap(): Float32Array {
+    if (this.floats.byteLength !== this.memory.buffer.byteLength) {
+      this.floats = new Float32Array(this.currentBuffer());
+    }
     return this.floats;
   }
 
@@ -127,16 +131,19 @@ export class KernelMemory {
       } catch {
         return -1;
       }
-      this.floats = this.refreshViews();
     }
     this.top = end;
     return address;
   }
 
-  private refreshViews(): Float32Array {
+  /**
+   * Returns the memory's buffer object and remembers it. V8 may hand out a new object for the same shared
+   * memory after any shared memory of the process grows, so every array is made from the object of its time.
+   */
+  private currentBuffer(): ArrayBufferLike {
     const buffer = this.memory.buffer;
     this.buffers.add(buffer);
-    return new Float32Array(buffer);
+    return buffer;
   }
 }
 

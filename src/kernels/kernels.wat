@@ -142,4 +142,22 @@
         (local.set $values (i32.add (local.get $values) (i32.const 8)))
         (br $next)))
     (f64.add (f64x2.extract_lane 0 (local.get $sums)) (f64x2.extract_lane 1 (local.get $sums))))
+
+  ;; Continues a 128-bit polynomial hash over `vectors` 16-byte vectors from `values`. The state is two 64-bit
+  ;; lanes at `state`, read first and written back at the end; each vector's lanes enter as
+  ;; lane = lane * 0x9E3779B97F4A7C15 + word (mod 2^64). The multiplier is odd, so changing any single 64-bit
+  ;; word of the input always changes the result.
+  (func (export "hashVectors") (param $values i32) (param $vectors i32) (param $state i32)
+    (local $end i32) (local $lanes v128) (local $multiplier v128)
+    (local.set $multiplier (i64x2.splat (i64.const 0x9E3779B97F4A7C15)))
+    (local.set $lanes (v128.load (local.get $state)))
+    (local.set $end (i32.add (local.get $values) (i32.shl (local.get $vectors) (i32.const 4))))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $values) (local.get $end)))
+        (local.set $lanes
+          (i64x2.add (i64x2.mul (local.get $lanes) (local.get $multiplier)) (v128.load (local.get $values))))
+        (local.set $values (i32.add (local.get $values) (i32.const 16)))
+        (br $next)))
+    (v128.store (local.get $state) (local.get $lanes)))
 )
