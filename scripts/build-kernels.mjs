@@ -6,6 +6,20 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import wabtModule from 'wabt';
 
+const USAGE = `usage: node scripts/build-kernels.mjs [--check]
+  (no option)  compile src/kernels/kernels.wat and write src/kernels/kernels-wasm.ts
+  --check      only compare kernels-wasm.ts with kernels.wat; exit 1 when they differ`;
+const options = process.argv.slice(2);
+if (options.includes('--help')) {
+  console.log(USAGE);
+  process.exit(0);
+}
+const unknown = options.filter((option) => option !== '--check');
+if (unknown.length > 0) {
+  console.error(`unknown option ${unknown[0]}\n${USAGE}`);
+  process.exit(2);
+}
+
 const source = fileURLToPath(new URL('../src/kernels/kernels.wat', import.meta.url));
 const target = fileURLToPath(new URL('../src/kernels/kernels-wasm.ts', import.meta.url));
 
@@ -29,7 +43,7 @@ export const KERNELS_WASM_BASE64 =
 ${lines.map((line) => `  '${line}'`).join(' +\n')};
 `;
 
-if (process.argv.includes('--check')) {
+if (options.includes('--check')) {
   const current = readFileSync(target, 'utf8');
   if (current !== text) {
     console.error('src/kernels/kernels-wasm.ts does not match kernels.wat; run node scripts/build-kernels.mjs');

@@ -175,3 +175,17 @@ async function oversizedFrame(url: string, token: string, bytes: number): Promis
     socket.once('error', () => {});
   });
 }
+
+test.serial('nodes with different skipZeroBlocks fail naming it', async (t) => {
+  t.timeout(180_000);
+  const coordinator = `127.0.0.1:${await freePort()}`;
+  // A suffix table of 4096 rows makes the packed exchange run on the node that has it on.
+  const multiNode = ['--nnodes', '2', '--coordinator', coordinator, '--insecure', '--max-steps', '3', ...tinyRunFlags, '--set', 'model.suffixBuckets=4096'];
+  const [node0, node1] = await Promise.all([
+    launch(t, ['--node-rank', '0', '--gpus', '1', ...multiNode, '--set', 'allreduce.skipZeroBlocks=true']),
+    launch(t, ['--node-rank', '1', '--gpus', '1', '--bind', '127.0.0.3', ...multiNode, '--set', 'allreduce.skipZeroBlocks=false']),
+  ]);
+  t.not(node0.exitCode, 0);
+  t.not(node1.exitCode, 0);
+  t.regex(node0.stdout + node1.stdout, /set the same optimizer\.shardState and allreduce\.skipZeroBlocks on every node/);
+});

@@ -42,12 +42,16 @@ export class GradientExchange {
   private readonly parameterCount: number;
   private readonly tailLength: number;
   private readonly config: AllReduceConfig;
-  private readonly logger: Logger;
+  private logger: Logger;
   private skipZeroBlocks: boolean;
   private flags: Float32Array | null = null;
   private packed: Float32Array | null = null;
   private denseSteps = 0;
   private reported = false;
+  /** Steps that sent packed blocks, the sum of their sent fractions, and the smallest and largest fraction. */
+  private readonly packedStats = { steps: 0, fractionSum: 0, minFraction: 1, maxFraction: 0 };
+  /** Steps that exchanged full gradients after the flags showed most blocks marked. */
+  private fullSteps = 0;
 
   /** `tailLength` values follow the `parameterCount` gradients in the buffer and are always summed exactly. */
   constructor(parameterCount: number, tailLength: number, config: AllReduceConfig, logger: Logger) {
@@ -56,6 +60,27 @@ export class GradientExchange {
     this.config = config;
     this.logger = logger;
     this.skipZeroBlocks = config.skipZeroBlocks && blockCount(parameterCount) > 1;
+  }
+
+  /** Replaces the logger, for example with one that carries the rank once rendezvous assigned it. */
+  setLogger(logger: Logger): void {
+    this.logger = logger;
+  }
+
+  /** Logs how much of the gradient the packed exchange sent over the run; nothing when it never ran. */
+  logSummary(): void {
+    const { steps, fractionSum, minFraction, maxFraction } = this.packedStats;
+    if (steps === 0 && this.fullSteps === 0) return;
+    this.logger.info(
+      {
+        packedSteps: steps,
+        fullSteps: this.fullSteps,
+        meanSentFraction: steps === 0 ? null : Number((fractionSum / steps).toFixed(4)),
+        minSentFraction: steps === 0 ? null : Number(minFraction.toFixed(4)),
+        maxSentFraction: steps === 0 ? null : Number(maxFraction.toFixed(4)),
+      },
+      'packed gradient exchange summary (allreduce.skipZeroBlocks)',
+    );
   }
 
   /**
@@ -96,6 +121,7 @@ export class GradientExchange {
 
     if (marked * 2 > flags.length) {
       this.denseSteps += 1;
+      this.fullSteps += 1;
       if (this.denseSteps >= DENSE_STEPS_BEFORE_OFF) {
         this.skipZeroBlocks = false;
         this.logger.info(
@@ -119,12 +145,18 @@ export class GradientExchange {
     }
     scatterBlocks(packed, count, flags, buffer);
     buffer.set(packed.subarray(packedLength, packedLength + this.tailLength), count);
+    const fraction = packedLength / count;
+    const stats = this.packedStats;
+    stats.steps += 1;
+    stats.fractionSum += fraction;
+    stats.minFraction = Math.min(stats.minFraction, fraction);
+    stats.maxFraction = Math.max(stats.maxFraction, fraction);
 
     if (!this.reported) {
       this.reported = true;
       this.logger.info(
-        { markedBlocks: marked, blocks: flags.length, sentFraction: Number((packedLength / count).toFixed(4)) },
-        'exchanging only the gradient blocks that some worker has nonzero (allreduce.skipZeroBlocks)',
+        { markedBlocks: marked, blocks: flags.length, sentFraction: Number(fraction.toFixed(4)) },
+        'exchanging only the gradient blocks that some worker has nonzero (allreduce.skipZeroBlocks); the run-end summary gives the mean',
       );
     }
     return true;

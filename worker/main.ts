@@ -172,6 +172,7 @@ async function runWithLoader(
           process.env.RANK = String(rank);
           process.env.WORLD_SIZE = String(message.worldSize);
           logger = baseLogger.child({ rank });
+          trainer.setLogger(logger);
           ring = await connectRing(message, listener, environment.runId, config, token, logger);
           const connected = ring;
           // Resumed parameters come from one checkpoint file on every rank, so they are equal already.
@@ -270,6 +271,7 @@ async function runWithLoader(
           break;
         }
         case 'shutdown':
+          trainer.logExchangeSummary();
           await ring?.close();
           await listener.close();
           return message.exitCode;

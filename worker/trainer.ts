@@ -79,7 +79,7 @@ export class DataParallelTrainer<Batch> {
   constructor(
     private readonly task: Task<Batch>,
     private readonly config: RunConfig,
-    private readonly logger: Logger,
+    private logger: Logger,
   ) {
     this.model = task.model;
     this.parameterCount = totalSize(this.model.specs);
@@ -277,6 +277,17 @@ export class DataParallelTrainer<Batch> {
     values.set(buffers, this.parameterCount);
     const bufferSpecs = this.task.buffers.map((buffer) => ({ name: buffer.name, shape: [...buffer.shape], decay: false }));
     return { specs: [...this.model.specs, ...bufferSpecs], values };
+  }
+
+  /** Replaces the logger, for example with one that carries the rank once rendezvous assigned it. */
+  setLogger(logger: Logger): void {
+    this.logger = logger;
+    this.exchange.setLogger(logger);
+  }
+
+  /** Logs the packed gradient exchange's sent fractions over the run, when it ran. */
+  logExchangeSummary(): void {
+    this.exchange.logSummary();
   }
 
   /** Returns the 64-bit checksum of the parameter bits (src/kernels/checksum.ts) that ranks compare. */

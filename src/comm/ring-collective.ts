@@ -421,7 +421,8 @@ class CollectiveRun implements FrameConsumer {
     if (peerKind !== null && peerKind !== region.kind) {
       throw protocolError(
         `rank ${rank} runs ${collectiveMethodName(region.kind)} but rank ${peer} sent a frame of ` +
-          `${collectiveMethodName(peerKind)} in ${where}; every rank must call the same collectives in the same order`,
+          `${collectiveMethodName(peerKind)} in ${where}; every rank must call the same collectives in the same order ` +
+          '(in training: set the same optimizer.shardState and allreduce.skipZeroBlocks on every node)',
       );
     }
     if (header.totalLength !== this.buffer.length) {

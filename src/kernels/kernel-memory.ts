@@ -42,7 +42,7 @@ interface KernelExports {
   ): void;
   nonzeroBlocks(values: number, blocks: number, flags: number): void;
   sumScaledSquares(values: number, count: number, factor: number): number;
-  hashVectors(values: number, vectors: number, state: number): void;
+  hashBlocks(values: number, blocks: number, state: number): void;
 }
 
 /** The kernels and the memory they work on; get the process's instance with `kernelMemory()`. */

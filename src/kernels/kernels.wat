@@ -143,21 +143,35 @@
         (br $next)))
     (f64.add (f64x2.extract_lane 0 (local.get $sums)) (f64x2.extract_lane 1 (local.get $sums))))
 
-  ;; Continues a 128-bit polynomial hash over `vectors` 16-byte vectors from `values`. The state is two 64-bit
-  ;; lanes at `state`, read first and written back at the end; each vector's lanes enter as
-  ;; lane = lane * 0x9E3779B97F4A7C15 + word (mod 2^64). The multiplier is odd, so changing any single 64-bit
-  ;; word of the input always changes the result.
-  (func (export "hashVectors") (param $values i32) (param $vectors i32) (param $state i32)
-    (local $end i32) (local $lanes v128) (local $multiplier v128)
+;; Continues a polynomial hash over `blocks` 64-byte blocks from `values`. The state is eight 64-bit lanes, four
+  ;; vectors at `state`, read first and written back at the end. Word k of a block (k = 0 to 7, little-endian)
+  ;; enters lane k as lane = lane * 0x9E3779B97F4A7C15 + word (mod 2^64). Four independent vectors keep the
+  ;; multiplications from waiting on each other. The multiplier is odd, so changing any single 64-bit word of
+  ;; the input always changes its lane.
+  (func (export "hashBlocks") (param $values i32) (param $blocks i32) (param $state i32)
+    (local $end i32) (local $multiplier v128)
+    (local $lanes0 v128) (local $lanes1 v128) (local $lanes2 v128) (local $lanes3 v128)
     (local.set $multiplier (i64x2.splat (i64.const 0x9E3779B97F4A7C15)))
-    (local.set $lanes (v128.load (local.get $state)))
-    (local.set $end (i32.add (local.get $values) (i32.shl (local.get $vectors) (i32.const 4))))
+    (local.set $lanes0 (v128.load offset=0 (local.get $state)))
+    (local.set $lanes1 (v128.load offset=16 (local.get $state)))
+    (local.set $lanes2 (v128.load offset=32 (local.get $state)))
+    (local.set $lanes3 (v128.load offset=48 (local.get $state)))
+    (local.set $end (i32.add (local.get $values) (i32.shl (local.get $blocks) (i32.const 6))))
     (block $done
       (loop $next
         (br_if $done (i32.ge_u (local.get $values) (local.get $end)))
-        (local.set $lanes
-          (i64x2.add (i64x2.mul (local.get $lanes) (local.get $multiplier)) (v128.load (local.get $values))))
-        (local.set $values (i32.add (local.get $values) (i32.const 16)))
+        (local.set $lanes0
+          (i64x2.add (i64x2.mul (local.get $lanes0) (local.get $multiplier)) (v128.load offset=0 (local.get $values))))
+        (local.set $lanes1
+          (i64x2.add (i64x2.mul (local.get $lanes1) (local.get $multiplier)) (v128.load offset=16 (local.get $values))))
+        (local.set $lanes2
+          (i64x2.add (i64x2.mul (local.get $lanes2) (local.get $multiplier)) (v128.load offset=32 (local.get $values))))
+        (local.set $lanes3
+          (i64x2.add (i64x2.mul (local.get $lanes3) (local.get $multiplier)) (v128.load offset=48 (local.get $values))))
+        (local.set $values (i32.add (local.get $values) (i32.const 64)))
         (br $next)))
-    (v128.store (local.get $state) (local.get $lanes)))
+    (v128.store offset=0 (local.get $state) (local.get $lanes0))
+    (v128.store offset=16 (local.get $state) (local.get $lanes1))
+    (v128.store offset=32 (local.get $state) (local.get $lanes2))
+    (v128.store offset=48 (local.get $state) (local.get $lanes3)))
 )
