@@ -36,6 +36,7 @@ test.serial('skipZeroBlocks keeps 2-worker bits', async (t) => {
   t.not(fraction, null, 'the packed run did not log its exchange');
   t.true((fraction as number) < 0.5, `sent fraction ${fraction}`);
   t.is(sentFraction(full), null);
+  t.regex(packed.stdout, /packed gradient exchange summary[^\n]*packedSteps=5 fullSteps=0 meanSentFraction=0\.\d+/);
   const left = weights(packed);
   const right = weights(full);
   t.deepEqual([...left.keys()], [...right.keys()]);

@@ -156,7 +156,7 @@ export class GradientExchange {
       this.reported = true;
       this.logger.info(
         { markedBlocks: marked, blocks: flags.length, sentFraction: Number(fraction.toFixed(4)) },
-        'exchanging only the gradient blocks that some worker has nonzero (allreduce.skipZeroBlocks); the run-end summary gives the mean',
+        'exchanging only the gradient blocks that some worker has nonzero (allreduce.skipZeroBlocks); the summary after training gives the mean',
       );
     }
     return true;

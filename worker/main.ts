@@ -258,6 +258,8 @@ async function runWithLoader(
           break;
         }
         case 'evaluate': {
+          // The coordinator evaluates once, after the last step, so the exchange's numbers are final here.
+          trainer.logExchangeSummary();
           const counts = await trainer.evaluate(message.indices, (chunk) => loader.take(`eval:${chunk[0]}`, 'eval', chunk));
           link.send({ type: 'evalDone', ...counts, classNames: [...task.classNames], metrics: [...task.metrics] });
           break;
@@ -271,7 +273,6 @@ async function runWithLoader(
           break;
         }
         case 'shutdown':
-          trainer.logExchangeSummary();
           await ring?.close();
           await listener.close();
           return message.exitCode;
