@@ -22,7 +22,11 @@ import { blockCount, countMarked, gatherBlocks, markNonzeroBlocks, scatterBlocks
  */
 export type AllReduce = (buffer: Float32Array, exact?: boolean) => Promise<void>;
 
-/** The collectives of a sharded optimizer step. */
+/**
+ * The collectives of a step with sharded optimizer state (`optimizer.shardState`), as `Ring` provides them.
+ * Ownership of elements follows the ring's reduce-scatter, which depends only on the buffer length, the bucket
+ * size and the world size, so gradients, parameters and moments of equal length share one split.
+ */
 export interface ShardCollectives {
   /** Reduce-scatters the gradients and returns the ranges whose complete sums this rank now holds. */
   reduceScatter(buffer: Float32Array): Promise<readonly ElementRange[]>;
