@@ -3,9 +3,12 @@ import type { Ring } from '../src/comm/ring-allreduce.js';
 import {
   allReduceEverywhere,
   bytesOf,
+  connectRank,
   countReferenceViolations,
+  openListeners,
   seedFor,
   seededFloats,
+  silentLogger,
   startLocalRing,
 } from './fixtures/ring-harness.js';
 
@@ -137,4 +140,25 @@ test('ring rejects after neighbour closed', async (t) => {
   const error = await t.throwsAsync(rings[0].allReduce(new Float32Array(16)));
   t.is((error as { code?: string } | undefined)?.code, 'RINGTRAIN_ERR_PEER_CLOSED');
   t.regex(error?.message ?? '', /completed collectives: 1/);
+});
+
+test('ranks with different slice sizes', async (t) => {
+  // Rank 0 cuts 64 KiB slices; ranks 1 and 2 pool 4 KiB frames but accept larger messages, so the frames they
+  // forward come from outside their pool and the add reads them through its copy path.
+  const worldSize = 3;
+  const logger = silentLogger();
+  const listeners = await openListeners(t, worldSize, logger);
+  const rings = await Promise.all(
+    listeners.map((_, rank) =>
+      connectRank(t, listeners, rank, { logger, sliceBytes: rank === 0 ? 64 * 1024 : 4096, maxPayload: 1 << 20 }),
+    ),
+  );
+  const length = 300_001;
+  const buffers = rings.map((_, rank) => Float32Array.from({ length }, (_, i) => (i % 97) * 0.5 + rank));
+  const results = await allReduceEverywhere(rings, buffers);
+  t.deepEqual(results.map((result) => result.status), ['fulfilled', 'fulfilled', 'fulfilled']);
+  for (let i = 0; i < length; i += 997) {
+    t.is(buffers[1]![i], (i % 97) * 1.5 + 3, `element ${i}`);
+  }
+  t.true(Buffer.from(buffers[0]!.buffer).equals(Buffer.from(buffers[2]!.buffer)));
 });

@@ -19,17 +19,23 @@ export class CollectiveBuffers {
     this.frameBytes = FRAME_HEADER_BYTES + maxPayloadBytes;
   }
 
-  /** Returns a frame with room for `payloadBytes` bytes of payload; its payload is 8-byte aligned. */
+  /**
+   * Returns a frame with room for `payloadBytes` bytes of payload; its payload is 8-byte aligned. A payload
+   * above the pool's size (a peer with larger slices and a raised maxPayload) gets a frame of its own outside
+   * the kernel memory, which the add then reads through its copy path.
+   */
   takeFrame(payloadBytes: number): Buffer {
     if (FRAME_HEADER_BYTES + payloadBytes > this.frameBytes) {
-      throw new RangeError(`a ring frame of ${payloadBytes} payload bytes exceeds the pool's frames of ${this.frameBytes} bytes`);
+      return Buffer.allocUnsafeSlow(FRAME_HEADER_BYTES + payloadBytes);
     }
     return this.free.pop() ?? allocateKernelBytes(this.frameBytes);
   }
 
   /** Returns `frame`, taken with takeFrame, to the pool once nothing reads it any more. */
   releaseFrame(frame: Buffer): void {
-    this.free.push(frame);
+    if (frame.length === this.frameBytes) {
+      this.free.push(frame);
+    }
   }
 
   /** Frames made so far that wait in the pool. */
