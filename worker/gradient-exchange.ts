@@ -51,7 +51,6 @@ export class GradientExchange {
   private flags: Float32Array | null = null;
   private packed: Float32Array | null = null;
   private denseSteps = 0;
-  private reported = false;
   /** Steps that sent packed blocks, the sum of their sent fractions, and the smallest and largest fraction. */
   private readonly packedStats = { steps: 0, fractionSum: 0, minFraction: 1, maxFraction: 0 };
   /** Steps that exchanged full gradients after the flags showed most blocks marked. */
@@ -96,22 +95,26 @@ export class GradientExchange {
     if (this.skipZeroBlocks && worldSize > 1 && (await this.reducePacked(buffer, allReduce))) {
       return shard === undefined ? [{ start: 0, end: count }] : shard.ownedRanges(count);
     }
-    const gradients = buffer.subarray(0, count);
-    const tail = buffer.subarray(count, count + this.tailLength);
     if (shard !== undefined) {
-      const owned = await shard.reduceScatter(gradients);
-      await allReduce(tail, true);
+      const owned = await shard.reduceScatter(buffer.subarray(0, count));
+      await allReduce(buffer.subarray(count, count + this.tailLength), true);
       return owned;
     }
-    if (this.config.compression === 'none') {
-      await allReduce(buffer.subarray(0, count + this.tailLength));
-    } else {
-      // 16-bit floats hold integers exactly only up to 2048 (fp16) or 256 (bf16), so the loss-term count and
-      // the buffers travel as float32 in a second, small all-reduce.
-      await allReduce(gradients);
-      await allReduce(tail, true);
-    }
+    await this.allReduceWithTail(buffer, count, allReduce);
     return [{ start: 0, end: count }];
+  }
+
+  /** Sums `gradientLength` gradient values of `values` and the tail behind them, which stays float32. */
+  private async allReduceWithTail(values: Float32Array, gradientLength: number, allReduce: AllReduce): Promise<void> {
+    const end = gradientLength + this.tailLength;
+    if (this.config.compression === 'none') {
+      await allReduce(values.subarray(0, end));
+      return;
+    }
+    // 16-bit floats hold integers exactly only up to 2048 (fp16) or 256 (bf16), so the loss-term count and the
+    // buffers travel as float32 in a second, small all-reduce.
+    await allReduce(values.subarray(0, gradientLength));
+    await allReduce(values.subarray(gradientLength, end), true);
   }
 
   /** Runs the packed exchange and returns true, or returns false when most blocks are marked. */
@@ -141,12 +144,7 @@ export class GradientExchange {
     const packed = this.packed;
     const packedLength = gatherBlocks(buffer, count, flags, packed);
     packed.set(buffer.subarray(count, count + this.tailLength), packedLength);
-    if (this.config.compression === 'none') {
-      await allReduce(packed.subarray(0, packedLength + this.tailLength));
-    } else {
-      await allReduce(packed.subarray(0, packedLength));
-      await allReduce(packed.subarray(packedLength, packedLength + this.tailLength), true);
-    }
+    await this.allReduceWithTail(packed, packedLength, allReduce);
     scatterBlocks(packed, count, flags, buffer);
     buffer.set(packed.subarray(packedLength, packedLength + this.tailLength), count);
     const fraction = packedLength / count;
@@ -156,8 +154,7 @@ export class GradientExchange {
     stats.minFraction = Math.min(stats.minFraction, fraction);
     stats.maxFraction = Math.max(stats.maxFraction, fraction);
 
-    if (!this.reported) {
-      this.reported = true;
+    if (stats.steps === 1) {
       this.logger.info(
         { markedBlocks: marked, blocks: flags.length, sentFraction: Number(fraction.toFixed(4)) },
         'exchanging only the gradient blocks that some worker has nonzero (allreduce.skipZeroBlocks); the summary after training gives the mean',

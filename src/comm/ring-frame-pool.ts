@@ -37,9 +37,4 @@ export class CollectiveBuffers {
       this.free.push(frame);
     }
   }
-
-  /** Frames made so far that wait in the pool. */
-  get freeFrames(): number {
-    return this.free.length;
-  }
 }

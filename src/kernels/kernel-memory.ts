@@ -105,11 +105,6 @@ export class KernelMemory {
     return this.floats;
   }
 
-  /** Bytes allocated so far, scratch blocks included. */
-  get allocatedBytes(): number {
-    return this.top;
-  }
-
   /** Reserves `bytes` bytes, growing the memory as needed; returns their address, or -1 at the limit. */
   private reserve(bytes: number): number {
     if (!Number.isSafeInteger(bytes) || bytes < 0) {
