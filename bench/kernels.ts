@@ -38,7 +38,8 @@ function report(name: string, kernelNs: number, scalarNs: number, scalarName: st
 }
 
 function benchAdd(): void {
-  // The ring adds 1 MiB frames to chunks of a larger buffer: hot, the same chunk again; cold, a walk over 64 MiB.
+  // The ring adds 1 MiB frames to chunks of a larger buffer. The hot case adds to the same chunk again, the
+  // cold case walks over 64 MiB.
   const slice = 262_144;
   const slices = 64;
   for (const [name, buffer] of [

@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { launch, pidsInLog, readSafetensors, runningPids, tinyRunFlags, type LaunchResult } from './helpers/launch.js';
 
 const repositoryRoot = fileURLToPath(new URL('../../', import.meta.url));
-// A suffix table of 4096 rows of which a step reads a few makes most gradient blocks zero.
+// A step reads few rows of a 4096-row suffix table, so most gradient blocks are zero.
 const sparseModel = ['--set', 'model.suffixBuckets=4096'];
 
 async function run(t: ExecutionContext, args: string[]): Promise<LaunchResult> {

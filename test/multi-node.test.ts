@@ -179,7 +179,7 @@ async function oversizedFrame(url: string, token: string, bytes: number): Promis
 test.serial('nodes with different skipZeroBlocks fail naming it', async (t) => {
   t.timeout(180_000);
   const coordinator = `127.0.0.1:${await freePort()}`;
-  // A suffix table of 4096 rows makes the packed exchange run on the node that has it on.
+  // A 4096-row suffix table makes most gradient blocks zero, so the node with the option on packs them.
   const multiNode = ['--nnodes', '2', '--coordinator', coordinator, '--insecure', '--max-steps', '3', ...tinyRunFlags, '--set', 'model.suffixBuckets=4096'];
   const [node0, node1] = await Promise.all([
     launch(t, ['--node-rank', '0', '--gpus', '1', ...multiNode, '--set', 'allreduce.skipZeroBlocks=true']),

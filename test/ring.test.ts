@@ -143,7 +143,7 @@ test('ring rejects after neighbour closed', async (t) => {
 });
 
 test('ranks with different slice sizes', async (t) => {
-  // Rank 0 cuts 64 KiB slices; ranks 1 and 2 pool 4 KiB frames but accept larger messages, so the frames they
+  // Rank 0 cuts 64 KiB slices. Ranks 1 and 2 pool 4 KiB frames but accept larger messages, so the frames they
   // forward come from outside their pool and the add reads them through its copy path.
   const worldSize = 3;
   const logger = silentLogger();

@@ -9,6 +9,7 @@
  * float32 sum of two values does not depend on their order), so the choice does not change what is learned. When more than half of the blocks are marked the step falls back to the full exchange, and after
  * DENSE_STEPS_BEFORE_OFF such steps in a row the flags are no longer sent: the model's gradients are dense.
  * Every rank decides from the same summed flags, so all ranks always take the same path.
+ * NOTE: measured only on loopback, where it saves no time. The gain between real machines is untested.
  */
 import type { Logger } from 'pino';
 import type { AllReduceConfig } from '../src/config/types.js';

@@ -187,7 +187,7 @@ export class DataParallelTrainer<Batch> {
     }
     const loss = (this.gradients[lossSlot] as number) / globalCount;
     // The reduced gradients are sums over the global batch. The optimizer divides them by the token count as it
-    // reads them, so no pass writes the mean gradients; this sum of squares is already that of the means.
+    // reads them, so no pass writes the mean gradients. The sum of squares below is already that of the means.
     const summedGradients = this.gradients.subarray(0, this.parameterCount);
     const meanFactor = 1 / globalCount;
     let sumOfSquares = sumOfScaledSquares(summedGradients, owned, meanFactor);

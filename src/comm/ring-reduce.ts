@@ -10,7 +10,7 @@
  */
 import { SCRATCH_FLOATS, kernelMemory } from '../kernels/kernel-memory.js';
 
-/** Elements per pass of the kernel's loop; a call's remainder goes to the scalar loop. */
+/** Elements per pass of the kernel's loop. The remainder of a call goes to the scalar loop. */
 const KERNEL_STRIDE = 16;
 
 /**

@@ -14,7 +14,7 @@ import { kernelMemory } from '../kernels/kernel-memory.js';
 /** Values per block: 256 bytes, one row of a 64-wide embedding. */
 export const BLOCK_ELEMENTS = 64;
 
-/** Returns the number of blocks of a buffer of `length` values; the last block may be short. */
+/** Returns the number of blocks of a buffer of `length` values. The last block may be short. */
 export function blockCount(length: number): number {
   return Math.ceil(length / BLOCK_ELEMENTS);
 }

@@ -15,7 +15,7 @@ const BLOCK_FLOATS = 16;
 /** State (64 bytes) and zero-padded last block (64 bytes) of the running hash, in the kernel memory. */
 let work: Buffer | null = null;
 
-/** Returns 16 hex digits that depend on every bit of `values`; equal arrays give equal digits. */
+/** Returns 16 hex digits that depend on every bit of `values`. Equal arrays give equal digits. */
 export function checksumFloats(values: Float32Array): string {
   const memory = kernelMemory();
   work ??= memory.allocateBytes(2 * STATE_BYTES);

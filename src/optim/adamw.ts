@@ -1,6 +1,6 @@
 /**
- * AdamW over flat Float32Array buffers, computed by ringtrain's own code (a WebAssembly kernel, or plain
- * JavaScript for arrays outside the kernel memory) instead of tfjs ops, so that every rank computes
+ * AdamW over flat Float32Array buffers. ringtrain computes the update itself instead of with tfjs ops: a
+ * WebAssembly kernel, or plain JavaScript for arrays outside the kernel memory. So every rank computes
  * bit-identical parameters from the same reduced gradients, whatever tfjs backend it runs.
  */
 import type { OptimizerConfig } from '../config/types.js';
@@ -158,7 +158,7 @@ export class AdamW {
    * of the whole gradient, which the caller measures across every rank. When clipping applies, each gradient
    * is multiplied by `clipNorm / gradNorm` and rounded to float32 inside the update loop, where `step` uses a
    * separate pass. `gradientFactor` multiplies each gradient first, rounded to float32, as if the caller had
-   * scaled the buffer (the trainer passes 1 / token count); `gradNorm` is that of the scaled gradients.
+   * scaled the buffer. The trainer passes 1 / token count, and `gradNorm` is then that of the scaled gradients.
    * `gradients` is read only. The step count advances by one even when `ranges` is empty, so every rank of a
    * sharded run stays at the same step.
    *
