@@ -2,6 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import test from 'ava';
 import { addInto, addIntoScalar } from '../src/comm/ring-reduce.js';
+import { batchMatMul, batchMatMulScalar } from '../src/kernels/batch-matmul.js';
 import { checksumFloats } from '../src/kernels/checksum.js';
 import { KernelMemory, SCRATCH_FLOATS, kernelMemory } from '../src/kernels/kernel-memory.js';
 import { updateElements, updateElementsScalar, type AdamWArrays, type AdamWCoefficients } from '../src/optim/adamw-update.js';
@@ -113,7 +114,7 @@ test('AdamW kernel matches scalar bits', (t) => {
         const reference = build(false);
         updateElementsScalar(reference, 0, length, coefficients);
         const kernel = build(true);
-        // Two calls, the second starting at an odd element, cover the kernel's pairs and the scalar tail.
+        // Two calls, the second starting at an odd element, cover the kernel's groups of four and the scalar tail.
         const split = Math.floor(length / 2) | 1;
         updateElements(kernel, 0, Math.min(split, length), coefficients);
         updateElements(kernel, Math.min(split, length), length, coefficients);
@@ -170,4 +171,53 @@ test('checksum sees every single bit flip', (t) => {
     t.is(checksumFloats(inside), digest);
   }
   t.not(checksumFloats(new Float32Array(4)), checksumFloats(new Float32Array(5)), 'the length enters the checksum');
+});
+
+/** Returns true when both arrays hold the same bits, counting every NaN as equal to every other NaN. */
+function sameBitsOrBothNaN(a: Float32Array, b: Float32Array): boolean {
+  const left = new Uint32Array(a.buffer, a.byteOffset, a.length);
+  const right = new Uint32Array(b.buffer, b.byteOffset, b.length);
+  return a.length === b.length && left.every((bits, i) => bits === right[i] || (Number.isNaN(a[i]) && Number.isNaN(b[i])));
+}
+
+test('batched product kernel matches scalar bits', (t) => {
+  const random = new SeededRandom(31);
+  // n of 16 and more takes the four-vector loop, n mod 16 of 4 or more the one-vector loop, n mod 4 the scalar one.
+  const shapes = [
+    [3, 5, 7, 37],
+    [2, 24, 32, 24],
+    [1, 1, 1, 1],
+    [4, 9, 17, 6],
+    [2, 64, 33, 32],
+  ];
+  for (const [batch, m, k, n] of shapes) {
+    for (const transposeA of [false, true]) {
+      for (const transposeB of [false, true]) {
+        const shape = { batch: batch!, m: m!, k: k!, n: n!, transposeA, transposeB };
+        const a = mixedValues(random, batch! * m! * k!, false);
+        const b = mixedValues(random, batch! * k! * n!, false);
+        // A few signed zeros and infinities; products of zero and infinity give NaN.
+        a[0] = -0;
+        b[b.length - 1] = Infinity;
+        const label = `${batch}x${m}x${k}x${n} transposeA ${transposeA} transposeB ${transposeB}`;
+        t.true(sameBitsOrBothNaN(batchMatMul(a, b, shape), batchMatMulScalar(a, b, shape)), label);
+      }
+    }
+  }
+});
+
+test('batched product equals the definition', (t) => {
+  // a is two 2 x 3 matrices, b two 3 x 2 matrices; the products are small integers, exact in float32.
+  const a = Float32Array.from([1, 2, 3, 4, 5, 6, -1, 0, 2, 3, 1, -2]);
+  const b = Float32Array.from([1, 0, 0, 1, 2, 2, 1, 1, 1, -1, 0, 4]);
+  const products = batchMatMul(a, b, { batch: 2, m: 2, k: 3, n: 2, transposeA: false, transposeB: false });
+  t.deepEqual(Array.from(products), [7, 8, 16, 17, -1, 7, 4, -6]);
+  // The same products from stored transposes of both operands.
+  const aT = Float32Array.from([1, 4, 2, 5, 3, 6, -1, 3, 0, 1, 2, -2]);
+  const bT = Float32Array.from([1, 0, 2, 0, 1, 2, 1, 1, 0, 1, -1, 4]);
+  const again = batchMatMul(aT, bT, { batch: 2, m: 2, k: 3, n: 2, transposeA: true, transposeB: true });
+  t.deepEqual(Array.from(again), [7, 8, 16, 17, -1, 7, 4, -6]);
+  t.throws(() => batchMatMul(a, b, { batch: 3, m: 2, k: 3, n: 2, transposeA: false, transposeB: false }), {
+    message: /operands hold 12 and 12 floats but the shape needs 18 and 18/,
+  });
 });

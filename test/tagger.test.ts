@@ -229,6 +229,47 @@ test.serial('predict marks padding with -1', async (t) => {
   model.dispose();
 });
 
+test.serial('host values give the same gradients as the variables', async (t) => {
+  await useBackend('wasm');
+  const { config, batchOf } = tinySetup();
+  const batch = batchOf([0, 1, 2, 3]);
+  const fromVariables = new TransformerTagger(config);
+  const fromHost = new TransformerTagger(config);
+  const flat = new Float32Array(fromHost.parameterCount);
+  let offset = 0;
+  for (const variable of fromHost.variables) {
+    flat.set(variable.dataSync() as Float32Array, offset);
+    offset += variable.size;
+  }
+  fromHost.useHostValues(flat);
+
+  // Twice: with the initial values, then after new values went into both the variables and the host array.
+  for (let round = 0; round < 2; round++) {
+    const expected = new Float32Array(fromVariables.parameterCount);
+    const actual = new Float32Array(fromHost.parameterCount);
+    const expectedResult = fromVariables.computeGradients(batch, expected);
+    const actualResult = fromHost.computeGradients(batch, actual);
+    t.is(actualResult.lossSum, expectedResult.lossSum, `round ${round}: loss`);
+    t.deepEqual(Buffer.from(actual.buffer), Buffer.from(expected.buffer), `round ${round}: gradients`);
+    for (let i = 0; i < flat.length; i++) flat[i] = (flat[i] as number) * 0.5 + (i % 7) * 1e-3;
+    for (const model of [fromVariables, fromHost]) {
+      offset = 0;
+      for (const variable of model.variables) {
+        variable.assign(tf.tensor(flat.slice(offset, offset + variable.size), variable.shape));
+        offset += variable.size;
+      }
+    }
+  }
+  // The host array is what the tagger reads its embeddings from: changing only the array changes the loss.
+  for (let i = 0; i < flat.length; i++) flat[i] = (flat[i] as number) * 2;
+  const unchanged = fromVariables.computeGradients(batch, new Float32Array(fromVariables.parameterCount));
+  const changed = fromHost.computeGradients(batch, new Float32Array(fromHost.parameterCount));
+  t.not(changed.lossSum, unchanged.lossSum);
+  t.throws(() => fromHost.useHostValues(new Float32Array(3)), { message: /host parameter array has 3 values/ });
+  fromVariables.dispose();
+  fromHost.dispose();
+});
+
 test.serial('computeGradients rejects short buffer', async (t) => {
   await useBackend('cpu');
   const { config, batchOf } = tinySetup();

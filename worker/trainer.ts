@@ -345,6 +345,7 @@ export class DataParallelTrainer<Batch> {
       values.dispose();
       offset += size;
     });
+    this.model.useHostValues?.(this.parameters);
   }
 }
 

@@ -43,6 +43,18 @@ interface KernelExports {
   nonzeroBlocks(values: number, blocks: number, flags: number): void;
   sumScaledSquares(values: number, count: number, factor: number): number;
   hashBlocks(values: number, blocks: number, state: number): void;
+  batchMatMul(
+    a: number,
+    b: number,
+    c: number,
+    scratch: number,
+    batch: number,
+    m: number,
+    k: number,
+    n: number,
+    transposeA: number,
+    transposeB: number,
+  ): void;
 }
 
 /** The kernels and the memory they work on; get the process's instance with `kernelMemory()`. */

@@ -4,9 +4,13 @@
  * tfjs's built-in matMul gradient calls matMul with `transposeA`/`transposeB` set. On the WASM backend
  * (tfjs 4.22) such a call is several times slower than transposing explicitly and multiplying plainly, while on
  * the pure-JS cpu backend the explicit transpose is the slower route. Column sums (bias gradients) are also
- * cheaper on WASM as a product with a row of ones than through `tf.sum(x, 0)`.
+ * cheaper on WASM as a product with a row of ones than through `tf.sum(x, 0)`. Batched products of small
+ * matrices (attention) are slow on WASM with or without the flags, so that strategy runs them on ringtrain's own
+ * kernel instead.
  */
 import * as tf from '@tensorflow/tfjs';
+
+import { batchMatMul } from '../kernels/batch-matmul.js';
 
 /** Gradient route of matrix products: explicit transposes, or tfjs's built-in gradients. */
 export type MatMulStrategy = 'explicit-transpose' | 'built-in';
@@ -53,6 +57,17 @@ export function columnSums(x: tf.Tensor2D, strategy: MatMulStrategy): tf.Tensor1
   return tf.reshape(tf.matMul(ones, x), [x.shape[1]]);
 }
 
+/**
+ * Returns xᵀ @ dy, the gradient of a weight matrix, without transpose flags. The explicit transpose goes to the
+ * narrower of the two operands: with x wider than dy, (dyᵀ @ x)ᵀ transposes dy and the small product instead of x.
+ */
+function weightGradient(x: tf.Tensor2D, dy: tf.Tensor2D): tf.Tensor2D {
+  if (x.shape[1] > dy.shape[1]) {
+    return tf.transpose(tf.matMul(tf.transpose(dy), x)) as tf.Tensor2D;
+  }
+  return tf.matMul(tf.transpose(x), dy);
+}
+
 /** A 2-D product whose gradient transposes explicitly and then multiplies without transpose flags. */
 const explicitTransposeMatMul = customGradient(
   ([a, b], save) => {
@@ -62,7 +77,7 @@ const explicitTransposeMatMul = customGradient(
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
         const [savedA, savedB] = saved as tf.Tensor2D[];
         const dyMatrix = dy as tf.Tensor2D;
-        return [tf.matMul(dyMatrix, tf.transpose(savedB)), tf.matMul(tf.transpose(savedA), dyMatrix)];
+        return [tf.matMul(dyMatrix, tf.transpose(savedB)), weightGradient(savedA, dyMatrix)];
       },
     };
   },
@@ -91,7 +106,7 @@ export function createDense(strategy: MatMulStrategy): Dense {
         }
         return [
           tf.matMul(dyMatrix, tf.transpose(savedKernel)),
-          tf.matMul(tf.transpose(savedX), dyMatrix),
+          weightGradient(savedX, dyMatrix),
           columnSums(dyMatrix, strategy),
         ];
       },
@@ -100,43 +115,65 @@ export function createDense(strategy: MatMulStrategy): Dense {
   return dense as Dense;
 }
 
-/** Swaps the last two axes of a 3-D tensor. */
-function transposeLast(x: tf.Tensor3D): tf.Tensor3D {
-  return tf.transpose(x, [0, 2, 1]);
+/**
+ * Returns op(a) @ op(b) for 3-D tensors, computed by the `batchMatMul` kernel (src/kernels/batch-matmul.ts)
+ * on copies of their values. tfjs's own batched product on WASM is about ten times slower for attention shapes.
+ */
+function kernelProduct(a: tf.Tensor3D, b: tf.Tensor3D, transposeA: boolean, transposeB: boolean): tf.Tensor3D {
+  const [batch, aRows, aColumns] = a.shape;
+  const [, bRows, bColumns] = b.shape;
+  const m = transposeA ? aColumns : aRows;
+  const k = transposeA ? aRows : aColumns;
+  const n = transposeB ? bRows : bColumns;
+  const products = batchMatMul(a.dataSync() as Float32Array, b.dataSync() as Float32Array, {
+    batch,
+    m,
+    k,
+    n,
+    transposeA,
+    transposeB,
+  });
+  // The WASM backend copies the values into its own memory at once; other backends keep the array they get,
+  // and the next product overwrites this one.
+  return tf.tensor3d(tf.getBackend() === 'wasm' ? products : products.slice(), [batch, m, n]);
 }
 
-/** A batched product whose gradient uses explicit transposes, for `transposeB` false. */
-const explicitBatchMatMul = customGradient(([a, b], save) => {
+/** A batched product `a @ b` whose forward and backward products run on the kernel. */
+const kernelBatchMatMul = customGradient(([a, b], save) => {
   save([a, b]);
   return {
-    value: tf.matMul(a as tf.Tensor3D, b as tf.Tensor3D),
+    value: kernelProduct(a as tf.Tensor3D, b as tf.Tensor3D, false, false),
     gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
       const [savedA, savedB] = saved as tf.Tensor3D[];
       const dyBatch = dy as tf.Tensor3D;
-      return [tf.matMul(dyBatch, transposeLast(savedB)), tf.matMul(transposeLast(savedA), dyBatch)];
+      // d(a @ b)/da = dy @ bᵀ and d(a @ b)/db = aᵀ @ dy.
+      return [kernelProduct(dyBatch, savedB, false, true), kernelProduct(savedA, dyBatch, true, false)];
     },
   };
 });
 
-/** A batched product `a @ bᵀ` whose gradient multiplies without transpose flags. */
-const explicitBatchMatMulTransposeB = customGradient(([a, b], save) => {
+/** A batched product `a @ bᵀ` whose forward and backward products run on the kernel. */
+const kernelBatchMatMulTransposeB = customGradient(([a, b], save) => {
   save([a, b]);
   return {
-    value: tf.matMul(a as tf.Tensor3D, transposeLast(b as tf.Tensor3D)),
+    value: kernelProduct(a as tf.Tensor3D, b as tf.Tensor3D, false, true),
     gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
       const [savedA, savedB] = saved as tf.Tensor3D[];
       const dyBatch = dy as tf.Tensor3D;
       // d(a @ bᵀ)/da = dy @ b and d(a @ bᵀ)/db = dyᵀ @ a.
-      return [tf.matMul(dyBatch, savedB), tf.matMul(transposeLast(dyBatch), savedA)];
+      return [kernelProduct(dyBatch, savedB, false, false), kernelProduct(dyBatch, savedA, true, false)];
     },
   };
 });
 
-/** Returns a batched 3-D product for `strategy`; `built-in` is `tf.matMul` with its own gradient. */
+/**
+ * Returns a batched 3-D product for `strategy`: `built-in` is `tf.matMul` with its own gradient, and
+ * `explicit-transpose` runs the product and its gradient on the `batchMatMul` kernel.
+ */
 export function createBatchMatMul(strategy: MatMulStrategy): BatchMatMul {
   if (strategy === 'built-in') {
     return (a, b, transposeB) => tf.matMul(a, b, false, transposeB);
   }
   return (a, b, transposeB) =>
-    (transposeB ? explicitBatchMatMulTransposeB(a, b) : explicitBatchMatMul(a, b)) as tf.Tensor3D;
+    (transposeB ? kernelBatchMatMulTransposeB(a, b) : kernelBatchMatMul(a, b)) as tf.Tensor3D;
 }

@@ -32,6 +32,13 @@ export interface Model<Batch> {
    * laid end to end in `specs` order (so `gradients.length` is at least the total parameter count).
    */
   computeGradients(batch: Batch, gradients: Float32Array): GradientResult;
+  /**
+   * Optional. Receives the flat parameter values, in `specs` order, each time the variables were set from
+   * them. The caller keeps the array equal to the variables from then on, updating it in place, so a model
+   * may read parameters from views of it instead of downloading the variables, such as embedding tables
+   * that it reads in JavaScript.
+   */
+  useHostValues?(values: Float32Array): void;
   /** Returns the predicted class for every position of `batch`, -1 where the position is padding. */
   predict(batch: Batch): Int32Array;
   dispose(): void;

@@ -65,6 +65,8 @@ export class TransformerTagger implements Model<TaggerBatch> {
   /** Indices (in specs order) of the parameters differentiated on the tape: everything but the embeddings. */
   private readonly tapeIndices: number[];
   private readonly kernels: Kernels;
+  /** The trainer's flat parameter values, kept equal to the variables; see `useHostValues`. */
+  private hostValues: Float32Array | null = null;
   /** Copies of the embedding tables with the variable data they were read from. */
   private readonly tableCache = new Map<string, { dataId: object; values: Float32Array }>();
 
@@ -280,11 +282,28 @@ export class TransformerTagger implements Model<TaggerBatch> {
     scatterEmbeddingGradient(batch, embeddedGradient, gradients, offsets, sizes, dModel);
   }
 
+  /** Reads the embedding tables from views of `values` from now on; see `Model.useHostValues`. */
+  useHostValues(values: Float32Array): void {
+    if (values.length < this.parameterCount) {
+      throw new Error(
+        `host parameter array has ${values.length} values but the tagger has ${this.parameterCount}; pass the flat parameters in specs order`,
+      );
+    }
+    this.hostValues = values;
+  }
+
   /**
-   * Returns the values of an embedding table, read again only when the variable got new data (assign()
-   * replaces a variable's dataId), so evaluation reads each table once.
+   * Returns the values of an embedding table: a view of the host values when the trainer provides them, else
+   * a copy of the variable, read again only when the variable got new data (assign() replaces a variable's
+   * dataId), so evaluation reads each table once.
    */
   private tableValues(name: string): Float32Array {
+    if (this.hostValues !== null) {
+      const index = this.specs.findIndex((spec) => spec.name === name);
+      const start = this.offsets[index] as number;
+      const size = (this.specs[index] as ParameterSpec).shape.reduce((product, length) => product * length, 1);
+      return this.hostValues.subarray(start, start + size);
+    }
     const variable = this.parameter(name);
     const cached = this.tableCache.get(name);
     if (cached !== undefined && cached.dataId === variable.dataId) {

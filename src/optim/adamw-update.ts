@@ -1,9 +1,11 @@
 /**
  * The element loop of AdamW: one update of a run of consecutive elements that share a weight-decay factor.
- * It runs as the `adamw` kernel (kernels.wat), two elements per instruction in float64 lanes, when the
+ * It runs as the `adamw` kernel (kernels.wat), four elements per instruction in float32 lanes, when the
  * parameters, gradients and both moments lie in the kernel memory, and as the scalar loop below otherwise.
- * The kernel performs the scalar loop's operations in the same order with the same roundings, so both give
- * the same bits. test/kernels.test.ts checks this on random values.
+ * Both compute in float32, as PyTorch's AdamW does for float32 parameters: every coefficient is rounded to
+ * float32, and every operation's result too (Math.fround in the loop). A float64 operation on float32 values
+ * rounded to float32 gives exactly the float32 operation's result for +, -, *, / and sqrt, so the kernel and
+ * the loop give the same bits. test/kernels.test.ts checks this on random values.
  */
 import { kernelMemory } from '../kernels/kernel-memory.js';
 
@@ -37,16 +39,16 @@ export interface AdamWArrays {
 export function updateElements(arrays: AdamWArrays, start: number, end: number, c: AdamWCoefficients): void {
   const memory = kernelMemory();
   const addresses = [arrays.parameters, arrays.gradients, arrays.firstMoment, arrays.secondMoment].map((array) => memory.addressOf(array));
-  const pairs = Math.floor((end - start) / 2);
+  const quads = Math.floor((end - start) / 4);
   let scalarStart = start;
-  if (pairs > 0 && addresses.every((address) => address >= 0)) {
+  if (quads > 0 && addresses.every((address) => address >= 0)) {
     const [p, g, m, v] = addresses.map((address) => address + start * 4) as [number, number, number, number];
     memory.kernels.adamw(
       p,
       g,
       m,
       v,
-      pairs * 2,
+      quads * 4,
       c.gradientFactor,
       c.gradientScale,
       c.beta1,
@@ -58,7 +60,7 @@ export function updateElements(arrays: AdamWArrays, start: number, end: number, 
       c.stepSize,
       c.shrink,
     );
-    scalarStart = start + pairs * 2;
+    scalarStart = start + quads * 4;
   }
   if (scalarStart < end) {
     updateElementsScalar(arrays, scalarStart, end, c);
@@ -68,18 +70,24 @@ export function updateElements(arrays: AdamWArrays, start: number, end: number, 
 /** Updates elements [start, end) one at a time: the reference that the kernel matches bit for bit. */
 export function updateElementsScalar(arrays: AdamWArrays, start: number, end: number, c: AdamWCoefficients): void {
   const { parameters, gradients, firstMoment: m, secondMoment: v } = arrays;
-  const { gradientFactor, gradientScale, beta1, oneMinusBeta1, beta2, oneMinusBeta2, sqrtBiasCorrection2, eps, stepSize, shrink } = c;
+  const f = Math.fround;
+  const gradientFactor = f(c.gradientFactor);
+  const gradientScale = f(c.gradientScale);
+  const beta1 = f(c.beta1);
+  const oneMinusBeta1 = f(c.oneMinusBeta1);
+  const beta2 = f(c.beta2);
+  const oneMinusBeta2 = f(c.oneMinusBeta2);
+  const sqrtBiasCorrection2 = f(c.sqrtBiasCorrection2);
+  const eps = f(c.eps);
+  const stepSize = f(c.stepSize);
+  const shrink = f(c.shrink);
   for (let i = start; i < end; i++) {
-    // Each Math.fround is the value a float32 store of the scaled, then clipped gradient keeps. With factors
-    // of 1 it is the gradient itself.
-    const g = Math.fround(Math.fround((gradients[i] as number) * gradientFactor) * gradientScale);
-    // Math.fround gives the value the float32 store keeps, so the update uses exactly the stored moments
-    // and a run resumed from saved moments matches an uninterrupted one bit for bit.
-    const mi = Math.fround(beta1 * (m[i] as number) + oneMinusBeta1 * g);
-    const vi = Math.fround(beta2 * (v[i] as number) + oneMinusBeta2 * g * g);
+    const g = f(f((gradients[i] as number) * gradientFactor) * gradientScale);
+    const mi = f(f(beta1 * (m[i] as number)) + f(oneMinusBeta1 * g));
+    const vi = f(f(beta2 * (v[i] as number)) + f(f(oneMinusBeta2 * g) * g));
     m[i] = mi;
     v[i] = vi;
-    const denominator = Math.sqrt(vi) / sqrtBiasCorrection2 + eps;
-    parameters[i] = (parameters[i] as number) * shrink - (stepSize * mi) / denominator;
+    const denominator = f(f(f(Math.sqrt(vi)) / sqrtBiasCorrection2) + eps);
+    parameters[i] = f(f((parameters[i] as number) * shrink) - f(f(stepSize * mi) / denominator));
   }
 }

@@ -68,15 +68,16 @@ export function sumOfScaledSquares(values: Float32Array, ranges: readonly Elemen
 
 /**
  * Returns the factor that clipping to `maxNorm` applies to gradients of global norm `norm`: `maxNorm / norm`
- * when `maxNorm` is above 0 and the norm is finite and above it, otherwise 1 (the rule of clipByGlobalNorm).
+ * rounded to float32 when `maxNorm` is above 0 and the norm is finite and above it, otherwise 1 (the rule of
+ * clipByGlobalNorm). The float32 rounding makes it the factor that the float32 AdamW update multiplies by.
  */
 export function clipScaleFor(norm: number, maxNorm: number): number {
-  return maxNorm === 0 || !Number.isFinite(norm) || norm <= maxNorm ? 1 : maxNorm / norm;
+  return maxNorm === 0 || !Number.isFinite(norm) || norm <= maxNorm ? 1 : Math.fround(maxNorm / norm);
 }
 
 /**
  * Scales `gradients` in place so that their global L2 norm is at most `maxNorm`, and returns the norm measured
- * before scaling together with the factor applied.
+ * before scaling together with the factor applied (see clipScaleFor).
  *
  * A `maxNorm` of 0 disables clipping, but the norm is still measured. Gradients whose norm is at most
  * `maxNorm`, and gradients whose norm is NaN or Infinity, are left unchanged with scale 1: scaling cannot
@@ -91,11 +92,10 @@ export function clipByGlobalNorm(gradients: Float32Array, maxNorm: number): Clip
   }
 
   const norm = globalNorm(gradients);
-  if (maxNorm === 0 || !Number.isFinite(norm) || norm <= maxNorm) {
-    return { norm, scale: 1 };
+  const scale = clipScaleFor(norm, maxNorm);
+  if (scale === 1) {
+    return { norm, scale };
   }
-
-  const scale = maxNorm / norm;
   for (let i = 0; i < gradients.length; i++) {
     gradients[i] *= scale;
   }
