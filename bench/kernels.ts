@@ -1,10 +1,14 @@
 /**
  * `npm run bench:kernels`: times each WebAssembly kernel against the JavaScript it replaces, in one process,
- * and prints nanoseconds per element (median of 7 repetitions after 2 untimed ones). The figures in
- * docs/kernels.md come from this script.
+ * and prints nanoseconds per element (median of 7 repetitions after 2 untimed ones). The batched products of
+ * attention are timed per call against tfjs's own on the WASM backend, both from tensor to tensor. The
+ * figures in docs/kernels.md come from this script.
  */
 import { createHash } from 'node:crypto';
+import * as tf from '@tensorflow/tfjs';
+import '@tensorflow/tfjs-backend-wasm';
 import { addInto, addIntoScalar } from '../src/comm/ring-reduce.js';
+import { batchMatMul } from '../src/kernels/batch-matmul.js';
 import { checksumFloats } from '../src/kernels/checksum.js';
 import { allocateKernelFloats } from '../src/kernels/kernel-memory.js';
 import { updateElements, updateElementsScalar, type AdamWArrays, type AdamWCoefficients } from '../src/optim/adamw-update.js';
@@ -104,6 +108,42 @@ function benchAdamW(): void {
   );
 }
 
+/** Times attention-shaped batched products: the kernel with its copies out of and into tensors, and tf.matMul. */
+async function benchBatchMatMul(): Promise<void> {
+  await tf.setBackend('wasm');
+  await tf.ready();
+  const calls = 50;
+  for (const [batch, m, k, n, transposeB] of [
+    [64, 24, 24, 32, false],
+    [64, 24, 32, 24, true],
+    [64, 48, 48, 32, false],
+  ] as const) {
+    const a = tf.randomNormal([batch, m, k]) as tf.Tensor3D;
+    const b = tf.randomNormal(transposeB ? [batch, n, k] : [batch, k, n]) as tf.Tensor3D;
+    const shape = { batch, m, k, n, transposeA: false, transposeB };
+    const viaKernel = (): void => {
+      const values = batchMatMul(a.dataSync() as Float32Array, b.dataSync() as Float32Array, shape);
+      tf.tensor3d(values, [batch, m, n]).dispose();
+    };
+    const viaTfjs = (): void => {
+      const product = tf.matMul(a, b, false, transposeB);
+      product.dataSync();
+      product.dispose();
+    };
+    // time() returns nanoseconds per call here, so 1e6 of them make a millisecond.
+    const kernelMs = time(calls, () => { for (let i = 0; i < calls; i++) viaKernel(); }) / 1e6;
+    const tfjsMs = time(calls, () => { for (let i = 0; i < calls; i++) viaTfjs(); }) / 1e6;
+    const gflop = (2 * batch * m * k * n) / 1e9;
+    const name = `batched product ${batch} x ${m}x${k} @ ${k}x${n}${transposeB ? ' (b transposed)' : ''}`;
+    console.log(
+      `${name.padEnd(50)} kernel ${kernelMs.toFixed(3).padStart(7)} ms (${(gflop / (kernelMs / 1e3)).toFixed(1)} GFLOP/s)   ` +
+        `tf.matMul on wasm ${tfjsMs.toFixed(3).padStart(7)} ms (${(gflop / (tfjsMs / 1e3)).toFixed(1)} GFLOP/s)   ratio ${(tfjsMs / kernelMs).toFixed(1)}x`,
+    );
+    tf.dispose([a, b]);
+  }
+}
+
 console.log(`WebAssembly kernels against JavaScript, Node ${process.version}, median of ${REPETITIONS}`);
 benchAdd();
 benchAdamW();
+await benchBatchMatMul();

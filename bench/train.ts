@@ -4,8 +4,8 @@
  *
  * Runs the default job through the real launcher for each worker count, with the per-worker batch fixed (weak
  * scaling), and reports the median per-step time split into phases, samples per second, the weak-scaling
- * efficiency against the first worker count, and model FLOP utilisation against this backend's measured
- * matMul peak. The first 10 steps of each run are treated as warm-up and left out. `--compare` runs every
+ * efficiency against the first worker count, and model FLOP utilisation (the timed steps' matMul FLOPs over
+ * their total time) against this backend's measured matMul peak. The first 10 steps of each run are treated as warm-up and left out. `--compare` runs every
  * worker count once per value of one config key, and `--rounds` repeats the whole sequence, so variants
  * alternate and share the machine's load as evenly as the runs allow.
  */
@@ -161,8 +161,14 @@ async function profileRun(
     const optimizerMs = perStep((record) => slowest(record, 'optimizerMs'));
     const tokensPerStep = perStep((record) => record.tokens);
     const samples = perStep((record) => record.samples);
-    const flops = modelFlopsPerStep(kernelShapes(join(runDir, 'weights.safetensors')), tokensPerStep, samples, config.model.layers, config.model.dModel);
-    const achievedGflops = flops / (stepMs * 1e6);
+    // FLOPs and time are summed over the timed steps: step times and token counts vary together with the
+    // sentence length, so the ratio of their separate medians would not be the rate of any step.
+    const kernels = kernelShapes(join(runDir, 'weights.safetensors'));
+    const flopsOf = (record: StepRecord): number =>
+      modelFlopsPerStep(kernels, record.tokens, record.samples, config.model.layers, config.model.dModel);
+    const totalFlops = records.reduce((sum, record) => sum + flopsOf(record), 0);
+    const totalMs = records.reduce((sum, record) => sum + record.stepMs, 0);
+    const achievedGflops = totalFlops / (totalMs * 1e6);
 
     return {
       workers,
@@ -179,7 +185,7 @@ async function profileRun(
       coordinationMs: Math.max(0, stepMs - dataWaitMs - computeMs - transferMs - optimizerMs),
       samplesPerSecond: (samples * 1000) / stepMs,
       tokensPerStep,
-      modelGflopPerStep: flops / 1e9,
+      modelGflopPerStep: totalFlops / records.length / 1e9,
       achievedGflops,
       // Every worker has its own core here, so the peak of the whole job is one core's peak times the workers.
       mfu: achievedGflops / (peakGflops * workers),
