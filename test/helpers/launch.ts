@@ -168,3 +168,18 @@ export async function waitForLogRecord<T>(
   }
   throw new Error(`no matching line in ${join(runDir, 'logs.jsonl')} within ${timeoutMs} ms`);
 }
+
+/** Returns each rank's [previousTransport, nextTransport] from the 'ring connected' lines of the runs' logs.jsonl files. */
+export function ringTransportsByRank(runDirs: string[]): Map<number, [unknown, unknown]> {
+  const byRank = new Map<number, [unknown, unknown]>();
+  for (const runDir of runDirs) {
+    for (const line of readFileSync(join(runDir, 'logs.jsonl'), 'utf8').split('\n')) {
+      if (line.trim() === '') continue;
+      const record = JSON.parse(line) as LogRecord;
+      if (record.msg === 'ring connected') {
+        byRank.set(record.rank as number, [record.previousTransport, record.nextTransport]);
+      }
+    }
+  }
+  return byRank;
+}
