@@ -76,6 +76,9 @@ async function runSize(ring: Ring, command: RunCommand, bucketBytes: number): Pr
 }
 
 async function main(): Promise<void> {
+  // The driver sends SIGTERM to a worker that is slow to exit. Exiting through process.exit runs the exit
+  // handler that removes the listener's Unix socket directory, which the default SIGTERM action would skip.
+  process.once('SIGTERM', () => process.exit(143));
   const logger = pino({ level: 'warn' }, pino.destination(2));
   const localTransport = (process.argv[2] ?? 'unix') as LocalTransport;
   if (!LOCAL_TRANSPORTS.includes(localTransport)) {

@@ -197,7 +197,7 @@ test('dial target needs same node and file', (t) => {
   const node = nodeIdentity(0);
   const existing = join(parent, 'exists.sock');
   const missing = join(parent, 'missing.sock');
-  // Any file stands in for the socket here, because the choice only checks that the path exists.
+  // An empty file replaces the socket here, because the choice only checks that the path exists.
   writeFileSync(existing, '');
   const address = { host: '127.0.0.1', port: 1, unixSocketPath: existing, nodeId: node };
 

@@ -2,7 +2,7 @@
  * The listening side of ring links. A worker opens it before joining the coordinator, so its next neighbour
  * can dial in as soon as the ring is assigned. Connections that arrive before `Ring.connect` wait here.
  * It accepts on a TCP port and, unless `localTransport` is tcp, on a Unix socket for neighbours on the same
- * node; both feed one HTTP server, so the handshake and the links are the same on either.
+ * node. Both feed one HTTP server, so the handshake and the links are the same on either.
  */
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -40,8 +40,8 @@ export interface RingListenOptions {
   /** Run token every dialer must present; null (the default) accepts any dialer. */
   token?: string | null;
   /**
-   * `unix` (the default) also opens a Unix socket for neighbours on the same node, and lets `Ring.connect`
-   * dial such neighbours on theirs; `tcp` uses TCP for every link.
+   * Transport to neighbours on the same node. `unix` (the default) also opens a Unix socket here and lets
+   * `Ring.connect` dial such neighbours on theirs. `tcp` uses TCP for every link.
    */
   localTransport?: LocalTransport;
   /** Directory that receives the Unix socket's private directory; default the OS temp directory (TMPDIR). */
@@ -114,9 +114,9 @@ export class RingListener {
       helloTimeoutMs: 10_000,
       maxPendingConnections: 16,
       token: null,
-      localTransport: 'unix',
-      socketDirectory: tmpdir(),
       ...options,
+      localTransport: options.localTransport ?? 'unix',
+      socketDirectory: options.socketDirectory ?? tmpdir(),
       nodeId: options.nodeId ?? nodeIdentity(),
     };
     const token = resolved.token;

@@ -9,10 +9,10 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 
-/** Values of `allreduce.localTransport`: how a rank links to a neighbour on its own node. */
+/** Values of `allreduce.localTransport`, the transport to a neighbour on the same node. */
 export const LOCAL_TRANSPORTS = ['unix', 'tcp'] as const;
 
-/** How a rank links to a neighbour on its own node; links between nodes always use TCP. */
+/** Transport of the links between ranks on one node. Links between nodes use TCP in every case. */
 export type LocalTransport = (typeof LOCAL_TRANSPORTS)[number];
 
 /** The socket type that one ring link runs over. */
@@ -20,8 +20,8 @@ export type LinkTransport = 'unix' | 'tcp';
 
 /**
  * Longest Unix socket path in bytes. The sun_path field of sockaddr_un has 108 bytes on Linux and 104 on
- * macOS and the BSDs, and one byte stays free for the terminating NUL. Node 20 binds a cut path instead of
- * failing when the path is longer, so the length must be checked before binding.
+ * macOS and the BSDs, and one byte stays free for the terminating NUL. Node 20.20 binds a truncated path
+ * instead of failing when the path is longer, so the length must be checked before binding.
  */
 export const MAX_UNIX_SOCKET_PATH_BYTES = process.platform === 'linux' ? 107 : 103;
 
@@ -65,7 +65,7 @@ export class UnixEndpoint {
 
   /**
    * Creates a private directory in `parent`, listens on a socket in it and passes every accepted socket to
-   * `onConnection`. The directory is removed by `close()`, or when the process exits without it; a process
+   * `onConnection`. The directory is removed by `close()`, or when the process exits without it. A process
    * killed by SIGKILL leaves it behind. Raises an Error naming the reason and the fix when the platform has
    * no Unix sockets, the path is too long, or the directory or the socket cannot be created.
    */
@@ -143,7 +143,7 @@ export class UnixEndpoint {
 }
 
 /**
- * Where a dialer connects: the neighbour's Unix socket, or TCP with the reason why. `unexpected` marks a
+ * The target of a dial: the neighbour's Unix socket, or TCP with the reason why. `unexpected` marks a
  * neighbour on the same node whose socket file is missing here, which suggests separate file systems.
  */
 export type DialTarget = { transport: 'unix'; socketPath: string } | { transport: 'tcp'; reason: string; unexpected: boolean };

@@ -48,9 +48,13 @@ export function temporaryRunDir(t: ExecutionContext): string {
  */
 export function launch(t: ExecutionContext, args: string[], options: { timeoutMs?: number; env?: Record<string, string>; runDir?: string } = {}): Promise<LaunchResult> {
   const runDir = options.runDir ?? temporaryRunDir(t);
+  // Workers put their ring sockets in TMPDIR. A worker killed by a signal cannot remove its socket, so each launch
+  // gets a temporary directory of its own, removed when the test ends.
+  const socketParent = mkdtempSync(join(tmpdir(), 'ringtrain-tmp-'));
+  t.teardown(() => rmSync(socketParent, { recursive: true, force: true }));
   const child = spawn(process.execPath, [launcherEntry, '--run-dir', runDir, ...args], {
     cwd: repositoryRoot,
-    env: { ...process.env, ...options.env },
+    env: { ...process.env, TMPDIR: socketParent, ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
   });

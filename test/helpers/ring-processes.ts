@@ -2,6 +2,9 @@
  * Ring ranks in processes of their own (test/fixtures/ring-worker.ts), started and read over JSON lines.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { ExecutionContext } from 'ava';
@@ -31,11 +34,17 @@ export interface WorkerProcess {
 }
 
 /**
- * Spawns a worker with the fixture's arguments `args` (its local transport and socket directory); it is
- * killed at the end of the test if it is still running.
+ * Spawns a worker with the fixture's arguments `args`, its local transport and socket directory. The test's
+ * teardown kills it if it is still running.
  */
 export function spawnWorker(t: ExecutionContext, args: string[] = []): WorkerProcess {
-  const child = spawn(process.execPath, [workerScript, ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
+  // A worker that a test kills cannot remove its Unix socket, so its TMPDIR is removed when the test ends.
+  const socketParent = mkdtempSync(join(tmpdir(), 'ringtrain-tmp-'));
+  t.teardown(() => rmSync(socketParent, { recursive: true, force: true }));
+  const child = spawn(process.execPath, [workerScript, ...args], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+    env: { ...process.env, TMPDIR: socketParent },
+  });
   t.teardown(() => {
     if (child.exitCode === null && child.signalCode === null) {
       child.kill('SIGKILL');
