@@ -1,21 +1,25 @@
 /**
  * One ringtrain rank of the all-reduce benchmark, driven by bench/allreduce.ts over JSON lines.
  *
- * stdout: {"type":"ready","port"} once the listener is open, {"type":"connected"} after Ring.connect,
- * then one {"type":"result","times","cpuMs","systemMs"} per run command (CPU time per timed call: user plus system, and system alone), or {"type":"error","message"}.
- * stdin: {"type":"connect","rank","ports","sliceBytes","bucketBytes","compression","timeoutMs"}, then {"type":"run","bytes","warmup","iterations"}
- * any number of times, then {"type":"exit"}.
+ * argv: the listener's localTransport, `unix` or `tcp`; default unix.
+ * stdout: {"type":"ready","address"} once the listener is open, {"type":"connected","previousTransport","nextTransport"}
+ * after Ring.connect, then one {"type":"result","times","cpuMs","systemMs"} per run command (CPU time per timed call:
+ * user plus system, and system alone), or {"type":"error","message"}.
+ * stdin: {"type":"connect","rank","addresses","sliceBytes","bucketBytes","compression","timeoutMs"}, then
+ * {"type":"run","bytes","warmup","iterations"} any number of times, then {"type":"exit"}.
  */
 import { createInterface } from 'node:readline';
 import { pino } from 'pino';
-import { Ring, type Compression } from '../src/comm/ring-allreduce.js';
+import { Ring, type Compression, type RingPeerAddress } from '../src/comm/ring-allreduce.js';
 import { RingListener } from '../src/comm/ring-listener.js';
+import { LOCAL_TRANSPORTS, type LocalTransport } from '../src/comm/ring-unix-socket.js';
 import { allocateKernelFloats } from '../src/kernels/kernel-memory.js';
 
 interface ConnectCommand {
   type: 'connect';
   rank: number;
-  ports: number[];
+  /** Listener address of every rank, as each printed it in its ready line. */
+  addresses: RingPeerAddress[];
   /** Slice size in bytes, or 0 for the ring's default. */
   sliceBytes: number;
   /** Bucket size in float32 bytes, or 0 for one bucket covering the whole buffer. */
@@ -72,9 +76,16 @@ async function runSize(ring: Ring, command: RunCommand, bucketBytes: number): Pr
 }
 
 async function main(): Promise<void> {
+  // The driver sends SIGTERM to a worker that is slow to exit. Exiting through process.exit runs the exit
+  // handler that removes the listener's Unix socket directory, which the default SIGTERM action would skip.
+  process.once('SIGTERM', () => process.exit(143));
   const logger = pino({ level: 'warn' }, pino.destination(2));
-  const listener = await RingListener.listen({ host: '127.0.0.1', logger });
-  emit({ type: 'ready', port: listener.port });
+  const localTransport = (process.argv[2] ?? 'unix') as LocalTransport;
+  if (!LOCAL_TRANSPORTS.includes(localTransport)) {
+    throw new Error(`local transport ${JSON.stringify(localTransport)} is not one of ${LOCAL_TRANSPORTS.join(', ')}`);
+  }
+  const listener = await RingListener.listen({ host: '127.0.0.1', logger, localTransport });
+  emit({ type: 'ready', address: listener.peerAddress('127.0.0.1') });
 
   const lines = createInterface({ input: process.stdin });
   let ring: Ring | null = null;
@@ -83,12 +94,9 @@ async function main(): Promise<void> {
     for await (const line of lines) {
       const command = JSON.parse(line) as ConnectCommand | RunCommand | { type: 'exit' };
       if (command.type === 'connect') {
-        const worldSize = command.ports.length;
-        const address = (rank: number): { host: string; port: number } => ({
-          host: '127.0.0.1',
-          port: command.ports[(rank + worldSize) % worldSize],
-        });
-        ring = await Ring.connect({
+        const worldSize = command.addresses.length;
+        const address = (rank: number): RingPeerAddress => command.addresses[(rank + worldSize) % worldSize];
+        const connected = await Ring.connect({
           listener,
           rank: command.rank,
           worldSize,
@@ -100,8 +108,9 @@ async function main(): Promise<void> {
           sliceBytes: command.sliceBytes > 0 ? command.sliceBytes : undefined,
           compression: command.compression,
         });
+        ring = connected;
         bucketBytes = command.bucketBytes;
-        emit({ type: 'connected' });
+        emit({ type: 'connected', ...connected.linkTransports });
       } else if (command.type === 'run') {
         if (ring === null) {
           throw new Error('received a run command before the connect command; send connect first');

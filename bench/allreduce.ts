@@ -2,14 +2,14 @@
  * All-reduce benchmark: ringtrain's WebSocket ring against PyTorch gloo and raw loopback TCP, on this machine.
  *
  *   npm run bench:allreduce -- --world 2,4 --sizes 1M,16M,64M,256M [--iterations 10] [--json FILE]
- *     [--bucket-bytes 0,4M] [--compression none,fp16,bf16]
+ *     [--bucket-bytes 0,4M] [--compression none,fp16,bf16] [--transport tcp,unix]
  *
  * For each world size it starts that many ringtrain processes forming a ring on 127.0.0.1, and as many
  * gloo processes when /usr/bin/python3 can import torch. For each buffer size the two implementations
  * take turns (--rounds times), so both see the same background load. A call's time is the slowest rank's
  * time; the table shows the median over all timed calls, algbw = bytes / median and
  * busbw = algbw × 2(n − 1)/n. The TCP ceiling is measured before each world size and at the end.
- * Every combination of slice size, bucket size and compression is a ring group of its own. Bytes are
+ * Every combination of slice size, bucket size, compression and transport is a ring group of its own. Bytes are
  * always those of the float32 buffer, so a compressed ring's busbw is in float32-equivalent bytes.
  */
 import { spawnSync } from 'node:child_process';
@@ -19,6 +19,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { BenchChild } from './allreduce-child.js';
 import { COMPRESSIONS, type Compression } from '../src/comm/ring-buckets.js';
+import type { RingPeerAddress } from '../src/comm/ring-dial.js';
+import { LOCAL_TRANSPORTS, type LocalTransport } from '../src/comm/ring-unix-socket.js';
 import { describeMachine, formatBytes, formatLoad, formatTable, makeRecord, median, type AllReduceRecord } from './allreduce-report.js';
 import { measureTcpCeiling } from './tcp-ceiling.js';
 
@@ -38,6 +40,7 @@ const USAGE = `usage: npm run bench:allreduce -- [options]
   --slice-bytes 0           ringtrain slice sizes to compare, comma-separated; 0 is the ring's default
   --bucket-bytes 0          ringtrain bucket sizes to compare (float32 bytes); 0 is one bucket for the whole buffer
   --compression none        ringtrain wire formats to compare: none, fp16, bf16, comma-separated
+  --transport unix          ringtrain link transports to compare: unix (Unix sockets, the default), tcp
   --json FILE               also write the records as a JSON array to FILE
   --no-gloo, --no-tcp       skip the gloo comparison or the TCP ceiling
   --timeout-ms MS           limit on each wait for a worker; default one minute plus the calls at 10 MB/s
@@ -54,6 +57,8 @@ interface BenchOptions {
   /** Ring bucket sizes in float32 bytes to compare; 0 reduces the whole buffer as one bucket. */
   bucketBytes: number[];
   compressions: Compression[];
+  /** Link transports to compare; every rank of a ring runs on this machine, so unix links every pair. */
+  transports: LocalTransport[];
   json: string | null;
   gloo: boolean;
   tcp: boolean;
@@ -89,6 +94,13 @@ function parseCompression(text: string): Compression {
   return text as Compression;
 }
 
+function parseTransport(text: string): LocalTransport {
+  if (!(LOCAL_TRANSPORTS as readonly string[]).includes(text)) {
+    throw new Error(`--transport entry ${JSON.stringify(text)} is not one of ${LOCAL_TRANSPORTS.join(', ')}`);
+  }
+  return text as LocalTransport;
+}
+
 function parseCount(name: string, text: string, minimum: number): number {
   const value = Number(text);
   if (!Number.isInteger(value) || value < minimum) {
@@ -109,6 +121,7 @@ function parseOptions(argv: string[]): BenchOptions {
       'slice-bytes': { type: 'string', default: '0' },
       'bucket-bytes': { type: 'string', default: '0' },
       compression: { type: 'string', default: 'none' },
+      transport: { type: 'string', default: 'unix' },
       json: { type: 'string' },
       'no-gloo': { type: 'boolean', default: false },
       'no-tcp': { type: 'boolean', default: false },
@@ -130,6 +143,7 @@ function parseOptions(argv: string[]): BenchOptions {
     sliceBytes: values['slice-bytes'].split(',').map((text) => (text === '0' ? 0 : parseSize(text))),
     bucketBytes: values['bucket-bytes'].split(',').map((text) => (text === '0' ? 0 : parseSize(text))),
     compressions: values.compression.split(',').map(parseCompression),
+    transports: values.transport.split(',').map(parseTransport),
     json: values.json ?? null,
     gloo: !values['no-gloo'],
     tcp: !values['no-tcp'],
@@ -144,17 +158,22 @@ function runTimeoutMs(options: BenchOptions, bytes: number): number {
   return options.timeoutMs ?? 60_000 + Math.ceil((calls * bytes) / 10e6) * 1000;
 }
 
-/** A ringtrain configuration under test: one value of each of --slice-bytes, --bucket-bytes and --compression. */
+/** A ringtrain configuration under test: one value of each of --slice-bytes, --bucket-bytes, --compression and --transport. */
 interface RingVariant {
   sliceBytes: number;
   bucketBytes: number;
   compression: Compression;
+  transport: LocalTransport;
 }
 
 /** Returns every combination of the ring settings in the options. */
 function ringVariants(options: BenchOptions): RingVariant[] {
   return options.sliceBytes.flatMap((sliceBytes) =>
-    options.bucketBytes.flatMap((bucketBytes) => options.compressions.map((compression) => ({ sliceBytes, bucketBytes, compression }))),
+    options.bucketBytes.flatMap((bucketBytes) =>
+      options.compressions.flatMap((compression) =>
+        options.transports.map((transport) => ({ sliceBytes, bucketBytes, compression, transport })),
+      ),
+    ),
   );
 }
 
@@ -171,6 +190,9 @@ function ringLabel(variant: RingVariant, options: BenchOptions): string {
   if (options.compressions.length > 1 || variant.compression !== 'none') {
     parts.push(variant.compression);
   }
+  if (options.transports.length > 1 || variant.transport !== 'unix') {
+    parts.push(variant.transport);
+  }
   return parts.join(' ');
 }
 
@@ -178,15 +200,24 @@ async function startRingGroup(world: number, variant: RingVariant, options: Benc
   const implementation = ringLabel(variant, options);
   const profileArgs = options.profileDir === null ? [] : ['--cpu-prof', '--cpu-prof-dir', options.profileDir];
   const children = Array.from({ length: world }, (_, rank) =>
-    BenchChild.start(`${implementation} rank ${rank}`, process.execPath, [...profileArgs, ringWorkerScript]),
+    BenchChild.start(`${implementation} rank ${rank}`, process.execPath, [...profileArgs, ringWorkerScript, variant.transport]),
   );
   all.push(...children);
   const setupMs = options.timeoutMs ?? 60_000;
-  const ports = await Promise.all(children.map(async (child) => Number((await child.next('ready', setupMs)).port)));
+  const addresses = await Promise.all(children.map(async (child) => (await child.next('ready', setupMs)).address as RingPeerAddress));
   for (const [rank, child] of children.entries()) {
-    child.send({ type: 'connect', rank, ports, ...variant, timeoutMs: 120_000 });
+    child.send({ type: 'connect', rank, addresses, ...variant, timeoutMs: 120_000 });
   }
-  await Promise.all(children.map((child) => child.next('connected', setupMs)));
+  const connected = await Promise.all(children.map((child) => child.next('connected', setupMs)));
+  // A Unix socket that could not be opened falls back to TCP, which would make the comparison meaningless.
+  for (const [rank, message] of connected.entries()) {
+    if (message.previousTransport !== variant.transport || message.nextTransport !== variant.transport) {
+      throw new Error(
+        `${implementation} rank ${rank} linked with ${String(message.previousTransport)} from its previous and ` +
+          `${String(message.nextTransport)} to its next rank (expected ${variant.transport}); see its warnings above`,
+      );
+    }
+  }
   return { implementation, children };
 }
 

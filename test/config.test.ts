@@ -305,7 +305,20 @@ test('override unrelated key lists section', (t) => {
 
 test('override section rejected', (t) => {
   const message = messageOf(() => applyOverrides(defaultConfig(), ['allreduce=5']));
-  t.is(message, 'allreduce is a config section, not a key, in --set allreduce=5; set one of allreduce.timeoutMs, allreduce.bucketBytes, allreduce.compression, allreduce.skipZeroBlocks');
+  t.is(message, 'allreduce is a config section, not a key, in --set allreduce=5; set one of allreduce.timeoutMs, allreduce.bucketBytes, allreduce.compression, allreduce.skipZeroBlocks, allreduce.localTransport');
+});
+
+test('localTransport accepts unix and tcp', (t) => {
+  t.is(defaultConfig().allreduce.localTransport, 'unix');
+  t.is(applyOverrides(defaultConfig(), ['allreduce.localTransport=tcp']).allreduce.localTransport, 'tcp');
+  const message = messageOf(() => applyOverrides(defaultConfig(), ['allreduce.localTransport=shm']));
+  t.is(
+    message,
+    'allreduce.localTransport must be one of unix, tcp (got "shm") in --set allreduce.localTransport=shm; ' +
+      'fix the value or override it, e.g. --set allreduce.localTransport=unix',
+  );
+  const fromFile = messageOf(() => validateConfig(withValue('allreduce.localTransport', true), 'run.json'));
+  t.true(fromFile.startsWith('allreduce.localTransport must be one of unix, tcp (got true) in run.json'), fromFile);
 });
 
 test('override without equals rejected', (t) => {
@@ -326,7 +339,7 @@ test('overrides violating relation rejected', (t) => {
 });
 
 test('schema lists every key', (t) => {
-  // 4 top-level keys + data 12 + model 9 + train 7 + optimizer 9 + allreduce 4 + coordinator 3 + checkpoint 2
-  // + health 3 = 53.
-  t.is(configKeys().length, 53);
+  // 4 top-level keys + data 12 + model 9 + train 7 + optimizer 9 + allreduce 5 + coordinator 3 + checkpoint 2
+  // + health 3 = 54.
+  t.is(configKeys().length, 54);
 });

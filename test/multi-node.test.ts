@@ -7,7 +7,7 @@ import pino from 'pino';
 import { WebSocket } from 'ws';
 import { MAX_CONTROL_FRAME_BYTES } from '../src/comm/protocol.js';
 import { LogAggregator } from '../src/log/aggregator/server.js';
-import { launch, pidsInLog, readSafetensors, runningPids, temporaryRunDir, tinyRunFlags, waitForLogRecord } from './helpers/launch.js';
+import { launch, pidsInLog, readSafetensors, ringTransportsByRank, runningPids, temporaryRunDir, tinyRunFlags, waitForLogRecord } from './helpers/launch.js';
 
 /** Returns a port that was free a moment ago on 127.0.0.1. */
 async function freePort(): Promise<number> {
@@ -45,6 +45,16 @@ test.serial('two nodes match one node of four', async (t) => {
   t.is(node0.exitCode, 0, node0.stdout.slice(-2000));
   t.is(node1.exitCode, 0, node1.stdout.slice(-2000));
   t.regex(node0.stdout, /rendezvous complete worldSize=4 ring=\["127\.0\.0\.1:\d+","127\.0\.0\.1:\d+","127\.0\.0\.2:\d+","127\.0\.0\.2:\d+"\]/);
+  // Neighbours on one node link over Unix sockets, and the links between the nodes (1 to 2 and 3 to 0) over TCP.
+  t.deepEqual(
+    [...ringTransportsByRank([node0.runDir, node1.runDir])].sort(([a], [b]) => a - b),
+    [
+      [0, ['tcp', 'unix']],
+      [1, ['unix', 'tcp']],
+      [2, ['tcp', 'unix']],
+      [3, ['unix', 'tcp']],
+    ],
+  );
 
   // Same ring order, same shards and the same summation order, so the parameters match bit for bit.
   const expected = readSafetensors(join(single.runDir, 'weights.safetensors'));

@@ -15,7 +15,7 @@ function joinOf(node: number, localRank: number, overrides: Partial<JoinMessage>
     localRank,
     nodeWorkers: 2,
     pid: 1000 + 10 * node + localRank,
-    ring: { host: `127.0.0.${node + 1}`, port: 5000 + localRank },
+    ring: { host: `127.0.0.${node + 1}`, port: 5000 + localRank, unixSocketPath: null, nodeId: `node-${node}` },
     backend: 'cpu',
     trainSize: 100,
     evalSize: 10,

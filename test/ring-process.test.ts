@@ -1,86 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import test, { type ExecutionContext } from 'ava';
 import { countReferenceViolations, seedFor, seededFloats } from './fixtures/ring-harness.js';
-import type { RingWorkerCommand } from './fixtures/ring-worker.js';
-
-const workerScript = fileURLToPath(new URL('./fixtures/ring-worker.js', import.meta.url));
-
-interface WorkerMessage {
-  type: string;
-  port?: number;
-  code?: string;
-  message?: string;
-  ms?: number;
-}
-
-/** A ring worker process and the JSON lines it printed, in order. */
-interface WorkerProcess {
-  child: ChildProcess;
-  next(type: string, timeoutMs: number): Promise<WorkerMessage>;
-}
-
-/** Spawns a worker; it is killed at the end of the test if it is still running. */
-function spawnWorker(t: ExecutionContext): WorkerProcess {
-  const child = spawn(process.execPath, [workerScript], { stdio: ['pipe', 'pipe', 'inherit'] });
-  t.teardown(() => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGKILL');
-    }
-  });
-  const messages: WorkerMessage[] = [];
-  const waiters: (() => void)[] = [];
-  createInterface({ input: child.stdout! }).on('line', (line) => {
-    messages.push(JSON.parse(line) as WorkerMessage);
-    for (const wake of waiters.splice(0)) {
-      wake();
-    }
-  });
-  let read = 0;
-  const next = async (type: string, timeoutMs: number): Promise<WorkerMessage> => {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      while (read < messages.length) {
-        const message = messages[read];
-        read += 1;
-        if (message.type === type || message.type === 'error') {
-          return message;
-        }
-      }
-      const remaining = deadline - Date.now();
-      if (remaining <= 0) {
-        throw new Error(`worker ${child.pid} printed no ${type} line within ${timeoutMs} ms`);
-      }
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, remaining);
-        waiters.push(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-    }
-  };
-  return { child, next };
-}
-
-/** Starts N workers, waits for their ports and sends each its command. */
-async function startWorkers(
-  t: ExecutionContext,
-  worldSize: number,
-  command: (rank: number, ports: number[]) => RingWorkerCommand,
-): Promise<WorkerProcess[]> {
-  const workers = Array.from({ length: worldSize }, () => spawnWorker(t));
-  const listening = await Promise.all(workers.map((worker) => worker.next('listening', 20_000)));
-  const ports = listening.map((message) => message.port!);
-  for (const [rank, worker] of workers.entries()) {
-    worker.child.stdin!.write(`${JSON.stringify(command(rank, ports))}\n`);
-  }
-  return workers;
-}
+import { startWorkers } from './helpers/ring-processes.js';
 
 function temporaryDirectory(t: ExecutionContext): string {
   const directory = mkdtempSync(join(tmpdir(), 'ringtrain-ring-'));

@@ -1,6 +1,9 @@
 import { createServer as createHttpServer } from 'node:http';
 import { createServer as createTcpServer, type AddressInfo, type Socket } from 'node:net';
 import { createHash } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { RingClientSocket, type BinarySink, type ClientSocketError, type ClientSocketHandler } from '../src/comm/ring-ws-client.js';
@@ -81,6 +84,48 @@ test('client reads fragmented binary message', async (t) => {
   }
   t.is(recorded.binaries.length, 1);
   t.true(recorded.binaries[0]?.equals(payload), 'the reassembled message differs from the sent bytes');
+  t.deepEqual(recorded.texts, ['after']);
+});
+
+test('client reads in pieces over unix socket', async (t) => {
+  const directory = mkdtempSync(join(tmpdir(), 'rt-ws-unix-'));
+  t.teardown(() => rmSync(directory, { recursive: true, force: true }));
+  const socketPath = join(directory, 'ws.sock');
+  const large = Buffer.from(Array.from({ length: 200_003 }, (_, i) => (i * 7) % 256));
+  const small = Buffer.from('tail frame');
+  const httpServer = createHttpServer();
+  const server = new WebSocketServer({ server: httpServer, perMessageDeflate: false });
+  server.on('connection', (socket: WebSocket) => {
+    socket.send(large, { binary: true });
+    socket.send(small, { binary: true });
+    socket.send('after', { binary: false });
+  });
+  await new Promise<void>((resolve) => httpServer.listen(socketPath, resolve));
+  t.teardown(
+    () =>
+      new Promise<void>((resolve) => {
+        for (const client of server.clients) {
+          client.terminate();
+        }
+        server.close();
+        httpServer.close(() => resolve());
+      }),
+  );
+
+  // Pieces of 4093 bytes never line up with the frame boundaries, so reads must stop at each frame's end.
+  const { handler, recorded } = recordingHandler(4093);
+  const connection = RingClientSocket.connect(
+    { host: 'localhost', port: 0, socketPath, path: '/', maxPayload: 1 << 20, maxTextBytes: 4096 },
+    handler,
+  );
+  t.teardown(() => connection.socket.terminate());
+  await connection.opened;
+  for (let attempt = 0; attempt < 200 && recorded.texts.length === 0; attempt += 1) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  t.is(recorded.binaries.length, 2);
+  t.true(recorded.binaries[0]?.equals(large), 'the large message differs from the sent bytes');
+  t.true(recorded.binaries[1]?.equals(small), 'the small message differs from the sent bytes');
   t.deepEqual(recorded.texts, ['after']);
 });
 

@@ -21,6 +21,7 @@ import { selectBackend } from '../src/backend/select.js';
 import { PROTOCOL_VERSION, type CoordinatorMessage, type WelcomeMessage } from '../src/comm/protocol.js';
 import { Ring } from '../src/comm/ring-allreduce.js';
 import { RingListener } from '../src/comm/ring-listener.js';
+import { nodeIdentity } from '../src/comm/ring-unix-socket.js';
 import { validateConfig } from '../src/config/validate.js';
 import type { RunConfig } from '../src/config/types.js';
 import { writeSafetensors } from '../src/checkpoint/safetensors.js';
@@ -119,7 +120,13 @@ async function runWithLoader(
   const resumed = environment.resumeFile === null ? null : await loadResumeState(environment.resumeFile, trainer, config, logger);
   const bindHost = environment.bindHost ?? config.coordinator.host;
   const token = process.env.RINGTRAIN_TOKEN === undefined || process.env.RINGTRAIN_TOKEN === '' ? null : process.env.RINGTRAIN_TOKEN;
-  const listener = await RingListener.listen({ host: bindHost, logger, token });
+  const listener = await RingListener.listen({
+    host: bindHost,
+    logger,
+    token,
+    localTransport: config.allreduce.localTransport,
+    nodeId: nodeIdentity(environment.node),
+  });
   const faults = readFaultPlan();
 
   const link = await ControlLink.connect(environment.coordinatorUrl, config.coordinator.joinTimeoutMs, logger, token);
@@ -144,7 +151,7 @@ async function runWithLoader(
     localRank: environment.localRank,
     nodeWorkers: environment.nodeWorkers,
     pid: process.pid,
-    ring: { host: environment.advertiseHost ?? bindHost, port: listener.port },
+    ring: listener.peerAddress(environment.advertiseHost ?? bindHost),
     backend: backendName,
     trainSize: info.trainSize,
     evalSize: info.evalSize,

@@ -7,8 +7,11 @@ import { RingtrainError } from '../errors.js';
  * sequence of messages for people; this module is the definition.
  */
 
-/** Bumped whenever a message changes shape; a worker with another version is rejected at join. */
-export const PROTOCOL_VERSION = 4;
+/**
+ * Bumped whenever a message changes shape; a worker with another version is rejected at join. Version 5
+ * added `RingAddress`, with the Unix socket path and the node identity.
+ */
+export const PROTOCOL_VERSION = 5;
 
 /**
  * Largest control frame accepted, in bytes. The largest message is `join`, with 2 bytes per training example, so
@@ -20,6 +23,14 @@ export const MAX_CONTROL_FRAME_BYTES = 8 * 1024 * 1024;
 export interface PeerAddress {
   host: string;
   port: number;
+}
+
+/** The address of a ring listener: its TCP address, dialed from other nodes, and its Unix socket. */
+export interface RingAddress extends PeerAddress {
+  /** The listener's Unix socket, or null when it opened none (allreduce.localTransport=tcp, or it failed). */
+  unixSocketPath: string | null;
+  /** Identity of the listener's node (host name, boot id, node index); equal identities allow the Unix socket. */
+  nodeId: string;
 }
 
 // ---------------------------------------------------------------- worker -> coordinator
@@ -37,7 +48,7 @@ export interface JoinMessage {
   nodeWorkers: number;
   pid: number;
   /** Address of this worker's ring listener, which its next neighbour dials. */
-  ring: PeerAddress;
+  ring: RingAddress;
   /** tfjs backend the worker loaded. */
   backend: string;
   trainSize: number;
@@ -150,8 +161,8 @@ export interface WelcomeMessage {
   type: 'welcome';
   rank: number;
   worldSize: number;
-  previous: PeerAddress;
-  next: PeerAddress;
+  previous: RingAddress;
+  next: RingAddress;
   totalSteps: number;
 }
 

@@ -19,6 +19,7 @@ import { CLOSE_ABORTED, CLOSE_NORMAL, MAX_HANDSHAKE_BYTES } from './ring-hello.j
 import { normalCloseReason, type LinkFailure, type SendLink } from './ring-link.js';
 import type { RingListener } from './ring-listener.js';
 import type { ReceiveLink } from './ring-receive-link.js';
+import type { LinkTransport } from './ring-unix-socket.js';
 import { bucketElementsOf, checkCompression, describeValue, validateOptions } from './ring-options.js';
 
 export type { RingPeerAddress } from './ring-dial.js';
@@ -59,7 +60,10 @@ export interface RingConnectOptions {
   worldSize: number;
   /** Run id; links from another run are rejected. */
   runId: string;
-  /** Listener address of rank (rank - 1) mod worldSize. */
+  /**
+   * Listener address of rank (rank - 1) mod worldSize. Its Unix socket is dialed when the listener's
+   * localTransport is unix and both listeners have the same nodeId, else its TCP address.
+   */
   previous: RingPeerAddress;
   /** Listener address of rank (rank + 1) mod worldSize; that rank dials in, so this is used for logs only. */
   next: RingPeerAddress;
@@ -162,6 +166,8 @@ export class Ring {
       logger,
       signal: aborter.signal,
       token: options.token ?? null,
+      localTransport: options.listener.localTransport,
+      localNodeId: options.listener.nodeId,
     });
     const [dialed, accepted] = await Promise.allSettled([
       dial.catch((error: unknown) => {
@@ -190,6 +196,8 @@ export class Ring {
         runId,
         previous: options.previous,
         next: options.next,
+        previousTransport: dialed.value.info.transport,
+        nextTransport: accepted.value.info.transport,
         sliceBytes: sliceElements * 4,
         bucketBytes: options.bucketBytes ?? DEFAULT_BUCKET_BYTES,
         compression: options.compression ?? 'none',
@@ -197,6 +205,14 @@ export class Ring {
       'ring connected',
     );
     return new Ring(options, sliceElements, dialed.value, accepted.value);
+  }
+
+  /** Transports of the links from the previous and to the next rank; null for a ring of one rank. */
+  get linkTransports(): { previousTransport: LinkTransport; nextTransport: LinkTransport } | null {
+    if (this.previous === null || this.next === null) {
+      return null;
+    }
+    return { previousTransport: this.previous.info.transport, nextTransport: this.next.info.transport };
   }
 
   /** Number of collectives (allReduce, reduceScatter and allGather calls) started on this ring. */

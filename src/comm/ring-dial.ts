@@ -15,12 +15,17 @@ import {
   toCloseReason,
 } from './ring-hello.js';
 import { ReceiveLink } from './ring-receive-link.js';
+import { chooseDialTarget, type DialTarget, type LinkTransport, type LocalTransport } from './ring-unix-socket.js';
 import { RingClientSocket } from './ring-ws-client.js';
 
-/** A TCP address of a ring listener. */
+/** The address of a ring listener: its TCP address, and its Unix socket for ranks on the same node. */
 export interface RingPeerAddress {
   host: string;
   port: number;
+  /** The listener's Unix socket; null or absent when it opened none. */
+  unixSocketPath?: string | null;
+  /** The listener's node identity (see `nodeIdentity`); the Unix socket is dialed only when it equals the dialer's. */
+  nodeId?: string;
 }
 
 /** Options of `dialPrevious`. */
@@ -39,6 +44,9 @@ export interface DialOptions {
   signal: AbortSignal;
   /** Run token presented to the listener, or null. */
   token: string | null;
+  /** With `unix`, a neighbour on the node `localNodeId` is dialed on its Unix socket. */
+  localTransport: LocalTransport;
+  localNodeId: string;
 }
 
 const FIRST_RETRY_DELAY_MS = 25;
@@ -56,14 +64,22 @@ class AttemptError extends Error {
 
 /**
  * Dials the previous neighbour's listener, sends the hello and resolves with the link once the welcome
- * names the expected rank and run. Connection failures are retried with exponential backoff from 25 ms
- * up to 1 s until `timeoutMs` has passed.
+ * names the expected rank and run. It uses the listener's Unix socket when `chooseDialTarget` allows, else
+ * TCP; the choice holds for every attempt. Connection failures are retried with exponential backoff from
+ * 25 ms up to 1 s until `timeoutMs` has passed.
  * Raises RINGTRAIN_ERR_PROTOCOL when the listener rejects the hello or its welcome names another rank or run.
  * Raises RINGTRAIN_ERR_COLLECTIVE_TIMEOUT when no attempt succeeds in time.
  */
 export async function dialPrevious(options: DialOptions): Promise<ReceiveLink> {
   const { address, logger } = options;
-  const url = `ws://${formatHost(address.host)}:${address.port}${RING_PATH}`;
+  const target = chooseDialTarget(address, options.localTransport, options.localNodeId);
+  if (target.transport === 'tcp' && target.unexpected) {
+    logger.warn({ previousRank: options.previousRank, reason: target.reason }, 'ring dial uses TCP to a neighbour on the same node');
+  }
+  const url =
+    target.transport === 'unix'
+      ? `ws+unix://${target.socketPath}:${RING_PATH}`
+      : `ws://${formatHost(address.host)}:${address.port}${RING_PATH}`;
   const deadline = Date.now() + options.timeoutMs;
   let delayMs = FIRST_RETRY_DELAY_MS;
   let attempts = 0;
@@ -71,7 +87,7 @@ export async function dialPrevious(options: DialOptions): Promise<ReceiveLink> {
     attempts += 1;
     const remainingMs = deadline - Date.now();
     try {
-      const link = await attempt(url, options, remainingMs);
+      const link = await attempt(url, target, options, remainingMs);
       logger.debug({ url, attempts }, 'ring dial succeeded');
       return link;
     } catch (error) {
@@ -103,8 +119,9 @@ export async function dialPrevious(options: DialOptions): Promise<ReceiveLink> {
   }
 }
 
-function attempt(url: string, options: DialOptions, remainingMs: number): Promise<ReceiveLink> {
+function attempt(url: string, target: DialTarget, options: DialOptions, remainingMs: number): Promise<ReceiveLink> {
   const { address } = options;
+  const transport: LinkTransport = target.transport;
   return new Promise<ReceiveLink>((resolve, reject) => {
     let settled = false;
     const expected = { runId: options.runId, rank: options.previousRank, worldSize: options.worldSize };
@@ -112,6 +129,7 @@ function attempt(url: string, options: DialOptions, remainingMs: number): Promis
       {
         host: address.host,
         port: address.port,
+        socketPath: target.transport === 'unix' ? target.socketPath : null,
         path: RING_PATH,
         maxPayload: options.maxPayload,
         maxTextBytes: MAX_HANDSHAKE_BYTES,
@@ -149,7 +167,7 @@ function attempt(url: string, options: DialOptions, remainingMs: number): Promis
     };
     const onAbort = (): void => fail(new AttemptError('dial aborted', true));
     options.signal.addEventListener('abort', onAbort);
-    // Bounds the TCP connect, the HTTP upgrade and the wait for the welcome together.
+    // Bounds the connect, the HTTP upgrade and the wait for the welcome together.
     const attemptTimer = setTimeout(() => {
       fail(new AttemptError(`no welcome within ${Math.round(remainingMs)} ms`, false));
     }, Math.max(1, remainingMs));
@@ -189,7 +207,8 @@ function attempt(url: string, options: DialOptions, remainingMs: number): Promis
             peerRank: options.previousRank,
             localRank: options.localRank,
             role: 'previous',
-            remote: `${formatHost(address.host)}:${address.port}`,
+            remote: target.transport === 'unix' ? `unix:${target.socketPath}` : `${formatHost(address.host)}:${address.port}`,
+            transport,
             logger: options.logger,
           },
           options.maxPayload,

@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
 import { RingtrainError } from '../errors.js';
 import { CLOSE_NORMAL, toCloseReason } from './ring-hello.js';
+import type { LinkTransport } from './ring-unix-socket.js';
 import { ClientSocketError } from './ring-ws-client.js';
 
 /** The neighbour a link leads to. Data arrives from `previous` and leaves towards `next`. */
@@ -20,8 +21,9 @@ export interface RingLinkInfo {
   /** Rank of this process. */
   localRank: number;
   role: LinkRole;
-  /** Remote address as host:port. */
+  /** Remote address as host:port, or unix:PATH for a Unix socket. */
   remote: string;
+  transport: LinkTransport;
   logger: Logger;
 }
 

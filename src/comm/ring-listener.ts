@@ -1,9 +1,12 @@
 /**
  * The listening side of ring links. A worker opens it before joining the coordinator, so its next neighbour
  * can dial in as soon as the ring is assigned. Connections that arrive before `Ring.connect` wait here.
+ * It accepts on a TCP port and, unless `localTransport` is tcp, on a Unix socket for neighbours on the same
+ * node. Both feed one HTTP server, so the handshake and the links are the same on either.
  */
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
 import type { Logger } from 'pino';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { RingtrainError } from '../errors.js';
@@ -18,7 +21,9 @@ import {
   type ExpectedPeer,
   type RingHandshake,
 } from './ring-hello.js';
+import type { RingPeerAddress } from './ring-dial.js';
 import { SendLink } from './ring-link.js';
+import { UnixEndpoint, nodeIdentity, type LinkTransport, type LocalTransport } from './ring-unix-socket.js';
 import { tokenVerifier } from './token.js';
 
 /** Options of `RingListener.listen`. */
@@ -34,12 +39,22 @@ export interface RingListenOptions {
   maxPendingConnections?: number;
   /** Run token every dialer must present; null (the default) accepts any dialer. */
   token?: string | null;
+  /**
+   * Transport to neighbours on the same node. `unix` (the default) also opens a Unix socket here and lets
+   * `Ring.connect` dial such neighbours on theirs. `tcp` uses TCP for every link.
+   */
+  localTransport?: LocalTransport;
+  /** Directory that receives the Unix socket's private directory; default the OS temp directory (TMPDIR). */
+  socketDirectory?: string;
+  /** This node's identity; default `nodeIdentity()`, which is node index 0. */
+  nodeId?: string;
 }
 
 interface PendingConnection {
   socket: WebSocket;
   hello: RingHandshake;
   remote: string;
+  transport: LinkTransport;
 }
 
 interface Claim {
@@ -59,6 +74,11 @@ export interface PendingAccept {
 export class RingListener {
   readonly host: string;
   readonly port: number;
+  /** The Unix socket that neighbours on this node dial, or null when none is open. */
+  readonly unixSocketPath: string | null;
+  readonly nodeId: string;
+  readonly localTransport: LocalTransport;
+  private readonly unixEndpoint: UnixEndpoint | null;
   private readonly logger: Logger;
   private readonly server: Server;
   private readonly wss: WebSocketServer;
@@ -69,18 +89,25 @@ export class RingListener {
   private claim: Claim | null = null;
   private closing = false;
 
-  private constructor(server: Server, wss: WebSocketServer, options: Required<RingListenOptions>, port: number) {
+  private constructor(server: Server, wss: WebSocketServer, options: Required<RingListenOptions>, port: number, unixEndpoint: UnixEndpoint | null) {
     this.server = server;
     this.wss = wss;
     this.host = options.host;
     this.port = port;
+    this.unixEndpoint = unixEndpoint;
+    this.unixSocketPath = unixEndpoint?.path ?? null;
+    this.nodeId = options.nodeId;
+    this.localTransport = options.localTransport;
     this.logger = options.logger;
     this.helloTimeoutMs = options.helloTimeoutMs;
     this.maxPending = options.maxPendingConnections;
     wss.on('connection', (socket: WebSocket, request: IncomingMessage) => this.handleConnection(socket, request));
   }
 
-  /** Binds a listener and resolves once it accepts connections; `port` is then the bound port. */
+  /**
+   * Binds a listener and resolves once it accepts connections; `port` is then the bound port. When the Unix
+   * socket cannot be opened, it logs a warning and accepts on TCP alone.
+   */
   static async listen(options: RingListenOptions): Promise<RingListener> {
     const resolved: Required<RingListenOptions> = {
       port: 0,
@@ -88,6 +115,9 @@ export class RingListener {
       maxPendingConnections: 16,
       token: null,
       ...options,
+      localTransport: options.localTransport ?? 'unix',
+      socketDirectory: options.socketDirectory ?? tmpdir(),
+      nodeId: options.nodeId ?? nodeIdentity(),
     };
     const token = resolved.token;
     const server = createServer((request, response) => {
@@ -112,8 +142,22 @@ export class RingListener {
     server.on('error', (error) => options.logger.error({ err: error }, 'ring listener server error'));
     wss.on('error', (error) => options.logger.error({ err: error }, 'ring listener WebSocket server error'));
     const port = (server.address() as AddressInfo).port;
-    options.logger.info({ host: resolved.host, port }, 'ring listener open');
-    return new RingListener(server, wss, resolved, port);
+    let unixEndpoint: UnixEndpoint | null = null;
+    if (resolved.localTransport === 'unix') {
+      try {
+        // Sockets accepted here go through the same HTTP server, so the upgrade and token check are shared.
+        unixEndpoint = await UnixEndpoint.open(resolved.socketDirectory, (socket) => server.emit('connection', socket));
+      } catch (error) {
+        options.logger.warn({ err: error, host: resolved.host, port }, 'ring listener opened no Unix socket; its links use TCP');
+      }
+    }
+    options.logger.info({ host: resolved.host, port, unixSocketPath: unixEndpoint?.path ?? null }, 'ring listener open');
+    return new RingListener(server, wss, resolved, port, unixEndpoint);
+  }
+
+  /** Returns the address that neighbours dial, with `host` as the TCP host (the advertised address). */
+  peerAddress(host: string): Required<RingPeerAddress> {
+    return { host, port: this.port, unixSocketPath: this.unixSocketPath, nodeId: this.nodeId };
   }
 
   /**
@@ -185,12 +229,16 @@ export class RingListener {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.wss.close();
     this.server.closeAllConnections();
-    await closed;
-    this.logger.info({ host: this.host, port: this.port }, 'ring listener closed');
+    await Promise.all([closed, this.unixEndpoint?.close()]);
+    this.logger.info({ host: this.host, port: this.port, unixSocketPath: this.unixSocketPath }, 'ring listener closed');
   }
 
   private handleConnection(socket: WebSocket, request: IncomingMessage): void {
-    const remote = `${request.socket.remoteAddress ?? '?'}:${request.socket.remotePort ?? '?'}`;
+    const transport: LinkTransport = this.unixEndpoint?.owns(request.socket) === true ? 'unix' : 'tcp';
+    const remote =
+      transport === 'unix'
+        ? `unix:${this.unixSocketPath}`
+        : `${request.socket.remoteAddress ?? '?'}:${request.socket.remotePort ?? '?'}`;
     if (this.closing) {
       socket.terminate();
       return;
@@ -217,7 +265,7 @@ export class RingListener {
       }
       // The dialer waits for the welcome, so a further frame before it is a protocol violation.
       socket.on('message', () => this.reject(socket, remote, 'sent data before the welcome'));
-      this.offer({ socket, hello, remote });
+      this.offer({ socket, hello, remote, transport });
     });
     socket.once('close', () => clearTimeout(helloTimer));
   }
@@ -243,6 +291,7 @@ export class RingListener {
       localRank: claim.localRank,
       role: 'next',
       remote: connection.remote,
+      transport: connection.transport,
       logger: this.logger,
     });
     // The link replaced the listener's handlers, so keep the listener's set of sockets current again.

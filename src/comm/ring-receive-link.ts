@@ -4,7 +4,7 @@
  * buffer for its payload, so payload bytes go from the kernel straight to their destination.
  *
  * When a data frame starts while no collective runs here, the link stops reading until the next
- * collective starts. Frames that the previous rank sent early then wait in the TCP buffers of both ends,
+ * collective starts. Frames that the previous rank sent early then wait in the socket buffers of both ends,
  * and its writes stall until this rank joins, so no frame is copied or queued in memory. Close frames
  * that arrive between collectives are still read, unless a data frame came first: a neighbour's close
  * after it started the next collective is noticed only when this rank reads again.

@@ -76,18 +76,19 @@ export class RingClientSocket {
   private constructor(options: ClientConnectOptions, handler: ClientSocketHandler) {
     this.options = options;
     this.handler = handler;
-    this.socket = connect({
-      host: options.host,
-      port: options.port,
-      noDelay: true,
-      onread: {
-        buffer: () => this.nextReadBuffer(),
-        callback: (bytes: number) => {
-          this.handleRead(bytes);
-          return true;
-        },
+    const onread = {
+      buffer: (): Uint8Array => this.nextReadBuffer(),
+      callback: (bytes: number): boolean => {
+        this.handleRead(bytes);
+        return true;
       },
-    });
+    };
+    // TCP_NODELAY exists for TCP only, so a Unix socket connects without it.
+    const socketPath = options.socketPath ?? null;
+    this.socket =
+      socketPath === null
+        ? connect({ host: options.host, port: options.port, noDelay: true, onread })
+        : connect({ path: socketPath, onread });
     this.socket.on('connect', () => this.sendUpgradeRequest());
     this.socket.on('error', (error: Error) => {
       this.failure ??= new ClientSocketError('network', error.message, { cause: error });
@@ -96,7 +97,7 @@ export class RingClientSocket {
   }
 
   /**
-   * Connects to `ws://host:port/path`; `opened` resolves once the server accepted the upgrade, and rejects
+   * Connects to `ws://host:port/path`, or over the Unix socket `socketPath`; `opened` resolves once the server accepted the upgrade, and rejects
    * with a ClientSocketError of kind `network` (connection failed), `http` (no 101 response) or `protocol`.
    * `handler` receives the messages that follow, until `setHandler` replaces it.
    */
@@ -138,7 +139,7 @@ export class RingClientSocket {
     }
   }
 
-  /** Stops reading from the socket; unread bytes wait in the TCP buffers, which slows the sender down. */
+  /** Stops reading from the socket; unread bytes wait in the socket buffers, which slows the sender down. */
   pause(): void {
     this.socket.pause();
   }
@@ -148,12 +149,12 @@ export class RingClientSocket {
     this.socket.resume();
   }
 
-  /** Destroys the TCP connection at once. */
+  /** Destroys the connection at once. */
   terminate(): void {
     this.socket.destroy();
   }
 
-  /** True until the TCP connection has closed. */
+  /** True until the connection has closed. */
   get isOpen(): boolean {
     return !this.socket.destroyed;
   }
@@ -382,7 +383,7 @@ export class RingClientSocket {
       const code = payload.length >= 2 ? payload.readUInt16BE(0) : CLOSE_NO_STATUS;
       this.peerClose = { code, reason: payload.toString('utf8', 2) };
       this.state = 'done';
-      // Echo the status code as RFC 6455 requires, then end the TCP connection; the server closes its side too.
+      // Echo the status code as RFC 6455 requires, then end the connection; the server closes its side too.
       if (!this.closeSent) {
         this.sendClose(isSendableCloseCode(code) ? payload.subarray(0, 2) : Buffer.alloc(0));
       } else {

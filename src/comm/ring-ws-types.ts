@@ -43,8 +43,11 @@ export class ClientSocketError extends Error {
 
 /** Options of `RingClientSocket.connect`. */
 export interface ClientConnectOptions {
+  /** Host and port of the server; with `socketPath` they only fill the Host header. */
   host: string;
   port: number;
+  /** Unix socket to connect to instead of host:port; null or absent for TCP. */
+  socketPath?: string | null;
   /** Request path, e.g. /ringtrain/ring. */
   path: string;
   /** Largest message accepted, in bytes; a larger one closes the connection with 1009. */

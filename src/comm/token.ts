@@ -31,7 +31,10 @@ export function tokenVerifier(token: string | null, listener: string, logger: Lo
       done(true);
       return;
     }
-    logger.warn({ peer: `${info.req.socket.remoteAddress}:${info.req.socket.remotePort}` }, `${listener} rejected a connection without a valid run token`);
+    // A Unix socket peer has no address, unlike a TCP one.
+    const { remoteAddress, remotePort } = info.req.socket;
+    const peer = remoteAddress === undefined ? 'a Unix socket' : `${remoteAddress}:${remotePort}`;
+    logger.warn({ peer }, `${listener} rejected a connection without a valid run token`);
     done(false, 401, 'Unauthorized');
   };
 }

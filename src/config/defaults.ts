@@ -70,6 +70,7 @@ export const DEFAULT_CONFIG: Readonly<RunConfig> = deepFreeze<RunConfig>({
     bucketBytes: 67108864,
     compression: 'none',
     skipZeroBlocks: false,
+    localTransport: 'unix',
   },
   coordinator: {
     host: '127.0.0.1',

@@ -108,6 +108,7 @@ export const CONFIG_SCHEMA: ConfigSchema<RunConfig> = {
     bucketBytes: { kind: 'integer', min: 4 },
     compression: { kind: 'enum', values: ['none', 'fp16', 'bf16'] },
     skipZeroBlocks: { kind: 'boolean' },
+    localTransport: { kind: 'enum', values: ['unix', 'tcp'] },
   },
   coordinator: {
     host: { kind: 'string' },

@@ -129,6 +129,11 @@ export interface AllReduceConfig {
    * per-block flags; see worker/gradient-exchange.ts. The sums are those of the full exchange.
    */
   skipZeroBlocks: boolean;
+  /**
+   * Transport between ranks on the same node: `unix` (Unix domain sockets, falling back to TCP where they
+   * cannot be opened) or `tcp`. Links between nodes always use TCP.
+   */
+  localTransport: 'unix' | 'tcp';
 }
 
 export interface CoordinatorConfig {

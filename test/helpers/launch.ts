@@ -48,9 +48,13 @@ export function temporaryRunDir(t: ExecutionContext): string {
  */
 export function launch(t: ExecutionContext, args: string[], options: { timeoutMs?: number; env?: Record<string, string>; runDir?: string } = {}): Promise<LaunchResult> {
   const runDir = options.runDir ?? temporaryRunDir(t);
+  // Workers put their ring sockets in TMPDIR. A worker killed by a signal cannot remove its socket, so each launch
+  // gets a temporary directory of its own, removed when the test ends.
+  const socketParent = mkdtempSync(join(tmpdir(), 'ringtrain-tmp-'));
+  t.teardown(() => rmSync(socketParent, { recursive: true, force: true }));
   const child = spawn(process.execPath, [launcherEntry, '--run-dir', runDir, ...args], {
     cwd: repositoryRoot,
-    env: { ...process.env, ...options.env },
+    env: { ...process.env, TMPDIR: socketParent, ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
   });
@@ -167,4 +171,19 @@ export async function waitForLogRecord<T>(
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   throw new Error(`no matching line in ${join(runDir, 'logs.jsonl')} within ${timeoutMs} ms`);
+}
+
+/** Returns each rank's [previousTransport, nextTransport] from the 'ring connected' lines of the runs' logs.jsonl files. */
+export function ringTransportsByRank(runDirs: string[]): Map<number, [unknown, unknown]> {
+  const byRank = new Map<number, [unknown, unknown]>();
+  for (const runDir of runDirs) {
+    for (const line of readFileSync(join(runDir, 'logs.jsonl'), 'utf8').split('\n')) {
+      if (line.trim() === '') continue;
+      const record = JSON.parse(line) as LogRecord;
+      if (record.msg === 'ring connected') {
+        byRank.set(record.rank as number, [record.previousTransport, record.nextTransport]);
+      }
+    }
+  }
+  return byRank;
 }
