@@ -241,7 +241,11 @@ test.serial('host values give the same gradients as the variables', async (t) =>
     flat.set(variable.dataSync() as Float32Array, offset);
     offset += variable.size;
   }
-  fromHost.useHostValues(flat);
+  const hostOnly = fromHost.useHostValues(flat);
+  t.deepEqual(
+    hostOnly.map((index) => fromHost.specs[index]?.name).sort(),
+    ['embedding/position', 'embedding/shape', 'embedding/suffix', 'embedding/word'],
+  );
 
   // Twice: with the initial values, then after new values went into both the variables and the host array.
   for (let round = 0; round < 2; round++) {

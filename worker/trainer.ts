@@ -73,6 +73,8 @@ export class DataParallelTrainer<Batch> {
   private readonly bufferCount: number;
   private readonly gradients: Float32Array;
   private readonly model: Model<Batch>;
+  /** Indices of the variables that the model reads from `parameters` instead; see Model.useHostValues. */
+  private hostOnly: Set<number>;
   private optimizer: AdamW | null = null;
   private readonly exchange: GradientExchange;
 
@@ -82,6 +84,7 @@ export class DataParallelTrainer<Batch> {
     private logger: Logger,
   ) {
     this.model = task.model;
+    this.hostOnly = new Set();
     this.parameterCount = totalSize(this.model.specs);
     this.bufferCount = task.buffers.reduce((sum, buffer) => sum + buffer.size, 0);
     // Both live in the kernel memory, where the ring's SIMD add and the optimizer's kernel read them in place.
@@ -337,15 +340,19 @@ export class DataParallelTrainer<Batch> {
     // time (about 6 ms for 2 M parameters).
     const backendKeepsArray = tf.getBackend() === 'cpu';
     let offset = 0;
-    this.model.variables.forEach((variable) => {
+    this.model.variables.forEach((variable, index) => {
       const size = variable.size;
-      const view = this.parameters.subarray(offset, offset + size);
-      const values = tf.tensor(backendKeepsArray ? view.slice() : view, variable.shape, 'float32');
-      variable.assign(values);
-      values.dispose();
+      if (!this.hostOnly.has(index)) {
+        const view = this.parameters.subarray(offset, offset + size);
+        const values = tf.tensor(backendKeepsArray ? view.slice() : view, variable.shape, 'float32');
+        variable.assign(values);
+        values.dispose();
+      }
       offset += size;
     });
-    this.model.useHostValues?.(this.parameters);
+    // The parameters that the model reads from this array alone (a tagger's embedding tables, 7 MB) are not
+    // uploaded again on later writes.
+    this.hostOnly = new Set(this.model.useHostValues?.(this.parameters) ?? []);
   }
 }
 

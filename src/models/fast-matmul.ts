@@ -115,6 +115,29 @@ export function createDense(strategy: MatMulStrategy): Dense {
   return dense as Dense;
 }
 
+/** The parts of tfjs 4.22's WASM backend that locate a tensor's values in its memory. */
+interface WasmBackendInternals {
+  wasm?: { HEAPF32?: unknown };
+  dataIdMap?: { get(dataId: object): { memoryOffset?: unknown } | undefined };
+}
+
+/**
+ * Returns the values of a float32 tensor for reading at once: on the WASM backend a view of its memory, which
+ * spares the copy that dataSync makes (about 0.05 ms per attention operand), else dataSync's copy. The view is
+ * valid only until tfjs allocates again, so the caller copies it before creating any tensor.
+ */
+function valuesOf(tensor: tf.Tensor): Float32Array {
+  if (tf.getBackend() === 'wasm') {
+    const backend = tf.backend() as unknown as WasmBackendInternals;
+    const heap = backend.wasm?.HEAPF32;
+    const offset = backend.dataIdMap?.get(tensor.dataId)?.memoryOffset;
+    if (heap instanceof Float32Array && typeof offset === 'number' && offset % 4 === 0) {
+      return heap.subarray(offset / 4, offset / 4 + tensor.size);
+    }
+  }
+  return tensor.dataSync() as Float32Array;
+}
+
 /**
  * Returns op(a) @ op(b) for 3-D tensors, computed by the `batchMatMul` kernel (src/kernels/batch-matmul.ts)
  * on copies of their values. tfjs's own batched product on WASM is about ten times slower for attention shapes.
@@ -125,7 +148,7 @@ function kernelProduct(a: tf.Tensor3D, b: tf.Tensor3D, transposeA: boolean, tran
   const m = transposeA ? aColumns : aRows;
   const k = transposeA ? aRows : aColumns;
   const n = transposeB ? bRows : bColumns;
-  const products = batchMatMul(a.dataSync() as Float32Array, b.dataSync() as Float32Array, {
+  const products = batchMatMul(valuesOf(a), valuesOf(b), {
     batch,
     m,
     k,

@@ -33,12 +33,13 @@ export interface Model<Batch> {
    */
   computeGradients(batch: Batch, gradients: Float32Array): GradientResult;
   /**
-   * Optional. Receives the flat parameter values, in `specs` order, each time the variables were set from
-   * them. The caller keeps the array equal to the variables from then on, updating it in place, so a model
-   * may read parameters from views of it instead of downloading the variables, such as embedding tables
-   * that it reads in JavaScript.
+   * Optional. Receives the flat parameter values, in `specs` order, after the caller set the variables from
+   * them. The caller keeps the array current from then on, updating it in place, so a model may read
+   * parameters from views of it instead of downloading the variables, such as embedding tables that it reads
+   * in JavaScript. Returns the indices (in `specs` order) of the parameters that the model reads only from
+   * the array: the caller may stop assigning their variables, which then keep older values.
    */
-  useHostValues?(values: Float32Array): void;
+  useHostValues?(values: Float32Array): readonly number[];
   /** Returns the predicted class for every position of `batch`, -1 where the position is padding. */
   predict(batch: Batch): Int32Array;
   dispose(): void;

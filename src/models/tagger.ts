@@ -64,8 +64,10 @@ export class TransformerTagger implements Model<TaggerBatch> {
   private readonly byName: Map<string, tf.Variable>;
   /** Indices (in specs order) of the parameters differentiated on the tape: everything but the embeddings. */
   private readonly tapeIndices: number[];
+  /** Indices (in specs order) of the embedding tables, which the input layer reads in JavaScript. */
+  private readonly embeddingIndices: number[];
   private readonly kernels: Kernels;
-  /** The trainer's flat parameter values, kept equal to the variables; see `useHostValues`. */
+  /** The trainer's flat parameter values, kept current by the trainer; see `useHostValues`. */
   private hostValues: Float32Array | null = null;
   /** Copies of the embedding tables with the variable data they were read from. */
   private readonly tableCache = new Map<string, { dataId: object; values: Float32Array }>();
@@ -94,6 +96,7 @@ export class TransformerTagger implements Model<TaggerBatch> {
 
     const embeddingNames = new Set<string>(Object.values(EMBEDDING_NAMES));
     this.tapeIndices = this.specs.flatMap((spec, index) => (embeddingNames.has(spec.name) ? [] : [index]));
+    this.embeddingIndices = this.specs.flatMap((spec, index) => (embeddingNames.has(spec.name) ? [index] : []));
 
     this.kernels = {
       dense: createDense(strategy),
@@ -282,14 +285,18 @@ export class TransformerTagger implements Model<TaggerBatch> {
     scatterEmbeddingGradient(batch, embeddedGradient, gradients, offsets, sizes, dModel);
   }
 
-  /** Reads the embedding tables from views of `values` from now on; see `Model.useHostValues`. */
-  useHostValues(values: Float32Array): void {
+  /**
+   * Reads the embedding tables from views of `values` from now on, and returns their indices: with host
+   * values, only `lossTensor` reads their variables. See `Model.useHostValues`.
+   */
+  useHostValues(values: Float32Array): readonly number[] {
     if (values.length < this.parameterCount) {
       throw new Error(
         `host parameter array has ${values.length} values but the tagger has ${this.parameterCount}; pass the flat parameters in specs order`,
       );
     }
     this.hostValues = values;
+    return this.embeddingIndices;
   }
 
   /**
