@@ -31,7 +31,9 @@ function operandSizes(shape: BatchMatMulShape): { a: number; b: number; c: numbe
   const { batch, m, k, n } = shape;
   for (const [name, value] of Object.entries({ batch, m, k, n })) {
     if (!Number.isSafeInteger(value) || value < 1) {
-      throw new RangeError(`batched product size ${name} must be a positive integer (got ${value})`);
+      throw new RangeError(
+        `batched product size ${name} must be a positive integer (got ${value}); pass the sizes of non-empty matrices`,
+      );
     }
   }
   return { a: batch * m * k, b: batch * k * n, c: batch * m * n };
@@ -77,7 +79,7 @@ export function batchMatMul(a: Float32Array, b: Float32Array, shape: BatchMatMul
   return work.subarray(cOffset, cOffset + sizes.c);
 }
 
-/** The JavaScript loop with the kernel's order of operations and roundings; returns a new array. */
+/** Computes the products in a JavaScript loop with the kernel's order of operations and roundings, into a new array. */
 export function batchMatMulScalar(a: Float32Array, b: Float32Array, shape: BatchMatMulShape): Float32Array {
   const sizes = operandSizes(shape);
   checkLengths(a, b, sizes);

@@ -300,9 +300,9 @@ export class TransformerTagger implements Model<TaggerBatch> {
   }
 
   /**
-   * Returns the values of an embedding table: a view of the host values when the trainer provides them, else
-   * a copy of the variable, read again only when the variable got new data (assign() replaces a variable's
-   * dataId), so evaluation reads each table once.
+   * Returns the values of an embedding table: a view of the host values when the trainer provides them, else a
+   * copy of the variable. The copy is read again only when the variable got new data (assign() replaces a
+   * variable's dataId), so evaluation reads each table once.
    */
   private tableValues(name: string): Float32Array {
     if (this.hostValues !== null) {
