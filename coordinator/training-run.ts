@@ -80,7 +80,8 @@ export async function runTraining(
     logger.warn(
       { totalSteps, warmupSteps: config.optimizer.warmupSteps, config: 'optimizer.warmupSteps' },
       `the run has ${totalSteps} steps, no more than optimizer.warmupSteps, so the learning rate never reaches optimizer.lr; ` +
-        'lower optimizer.warmupSteps or train longer (a config file of your own, as in examples/two-moons.json, sets both)',
+        `lower it (e.g. --set optimizer.warmupSteps=${Math.max(1, Math.floor(totalSteps / 10))}) or train longer; ` +
+        'a config file of your own, as in examples/two-moons.json, can set both',
     );
   }
   if (start.step >= totalSteps) logger.info({ step: start.step }, 'the checkpoint is from the last step; only evaluating and saving');

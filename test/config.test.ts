@@ -279,7 +279,7 @@ test('override invalid value rejected', (t) => {
   t.is(
     message,
     'optimizer.lr must be a number greater than 0 (got "abc") in --set optimizer.lr=abc; ' +
-      'fix the value or override it, e.g. --set optimizer.lr=0.003',
+      'pass a valid value, e.g. --set optimizer.lr=0.003',
   );
 });
 
@@ -315,7 +315,7 @@ test('localTransport accepts unix and tcp', (t) => {
   t.is(
     message,
     'allreduce.localTransport must be one of unix, tcp (got "shm") in --set allreduce.localTransport=shm; ' +
-      'fix the value or override it, e.g. --set allreduce.localTransport=unix',
+      'pass a valid value, e.g. --set allreduce.localTransport=unix',
   );
   const fromFile = messageOf(() => validateConfig(withValue('allreduce.localTransport', true), 'run.json'));
   t.true(fromFile.startsWith('allreduce.localTransport must be one of unix, tcp (got true) in run.json'), fromFile);

@@ -64,7 +64,9 @@ function checkLeaf(key: string, rule: LeafRule, value: unknown, source: string |
     return;
   }
   const example = defaultExample(key);
-  const hint = example === undefined ? '' : `; fix the value or override it, e.g. --set ${key}=${example}`;
+  // A bad --set value is fixed in the same flag; a bad value in a file can be fixed there or overridden.
+  const fix = source?.startsWith('--set') === true ? 'pass a valid value' : 'fix the value or override it';
+  const hint = example === undefined ? '' : `; ${fix}, e.g. --set ${key}=${example}`;
   throw new ConfigError(`${key} must be ${describeRule(rule)} (got ${formatValue(value)})${locationOf(source)}${hint}`);
 }
 
