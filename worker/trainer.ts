@@ -74,7 +74,7 @@ export class DataParallelTrainer<Batch> {
   private readonly gradients: Float32Array;
   private readonly model: Model<Batch>;
   /** Indices of the variables that the model reads from `parameters` instead; see Model.useHostValues. */
-  private hostOnly: Set<number>;
+  private readonly hostOnly: Set<number>;
   private optimizer: AdamW | null = null;
   private readonly exchange: GradientExchange;
 
@@ -84,7 +84,6 @@ export class DataParallelTrainer<Batch> {
     private logger: Logger,
   ) {
     this.model = task.model;
-    this.hostOnly = new Set();
     this.parameterCount = totalSize(this.model.specs);
     this.bufferCount = task.buffers.reduce((sum, buffer) => sum + buffer.size, 0);
     // Both live in the kernel memory, where the ring's SIMD add and the optimizer's kernel read them in place.
@@ -94,6 +93,9 @@ export class DataParallelTrainer<Batch> {
     this.gradients = allocateKernelFloats(this.parameterCount + this.bufferCount + 2);
     this.exchange = new GradientExchange(this.parameterCount, this.bufferCount + 2, config.allreduce, logger);
     this.readParameters();
+    // The parameters that the model reads from this array alone (a tagger's embedding tables, 7 MB) are not
+    // uploaded into their variables by writeParameters.
+    this.hostOnly = new Set(this.model.useHostValues?.(this.parameters) ?? []);
   }
 
   /**
@@ -350,9 +352,6 @@ export class DataParallelTrainer<Batch> {
       }
       offset += size;
     });
-    // The parameters that the model reads from this array alone (a tagger's embedding tables, 7 MB) are not
-    // uploaded again on later writes.
-    this.hostOnly = new Set(this.model.useHostValues?.(this.parameters) ?? []);
   }
 }
 

@@ -33,8 +33,8 @@ export interface Model<Batch> {
    */
   computeGradients(batch: Batch, gradients: Float32Array): GradientResult;
   /**
-   * Optional. Receives the flat parameter values, in `specs` order, after the caller set the variables from
-   * them. The caller keeps the array current from then on, updating it in place, so a model may read
+   * Optional. Receives the flat parameter values, in `specs` order, equal to the variables at the time of the
+   * call. The caller keeps the array current from then on, updating it in place, so a model may read
    * parameters from views of it instead of downloading the variables, such as embedding tables that it reads
    * in JavaScript. Returns the indices (in `specs` order) of the parameters that the model reads only from
    * the array: the caller may stop assigning their variables, which then keep older values.

@@ -173,8 +173,11 @@ export async function waitForLogRecord<T>(
   throw new Error(`no matching line in ${join(runDir, 'logs.jsonl')} within ${timeoutMs} ms`);
 }
 
-/** Returns each rank's [previousTransport, nextTransport] from the 'ring connected' lines of the runs' logs.jsonl files. */
-export function ringTransportsByRank(runDirs: string[]): Map<number, [unknown, unknown]> {
+/**
+ * Returns [rank, [previousTransport, nextTransport]] for each rank, in rank order, from the 'ring connected'
+ * lines of the runs' logs.jsonl files.
+ */
+export function ringTransportsByRank(runDirs: string[]): Array<[number, [unknown, unknown]]> {
   const byRank = new Map<number, [unknown, unknown]>();
   for (const runDir of runDirs) {
     for (const line of readFileSync(join(runDir, 'logs.jsonl'), 'utf8').split('\n')) {
@@ -185,5 +188,5 @@ export function ringTransportsByRank(runDirs: string[]): Map<number, [unknown, u
       }
     }
   }
-  return byRank;
+  return [...byRank].sort(([a], [b]) => a - b);
 }
