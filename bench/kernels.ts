@@ -1,15 +1,17 @@
 /**
  * `npm run bench:kernels`: times each WebAssembly kernel against the JavaScript it replaces, in one process,
- * and prints nanoseconds per element (median of 7 repetitions after 2 untimed ones). The batched products of
- * attention are timed per call against tfjs's own on the WASM backend, both from tensor to tensor. The
- * figures in docs/kernels.md come from this script.
+ * and prints nanoseconds per element (median of 7 repetitions after 2 untimed ones). Matrix products and
+ * column sums are timed per call against tfjs's own on the WASM backend, from tensors to a tensor. The figures
+ * in docs/kernels.md come from this script.
  */
 import { createHash } from 'node:crypto';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { addInto, addIntoScalar } from '../src/comm/ring-reduce.js';
+import { BLOCK_ELEMENTS, gatherBlocks } from '../src/comm/zero-blocks.js';
 import { batchMatMul } from '../src/kernels/batch-matmul.js';
 import { checksumFloats } from '../src/kernels/checksum.js';
+import { tensorKernels } from '../src/kernels/tensor-kernels.js';
 import { allocateKernelFloats } from '../src/kernels/kernel-memory.js';
 import { updateElements, updateElementsScalar, type AdamWArrays, type AdamWCoefficients } from '../src/optim/adamw-update.js';
 import { sumOfScaledSquares } from '../src/optim/clip.js';
@@ -100,6 +102,19 @@ function benchAdamW(): void {
     time(length, () => sumOfScaledSquares(scalar.gradients, ranges, 1 / 3000)),
     'JavaScript loop',
   );
+  // One marked block in ten, as in the default job's packed exchange.
+  const blocks = Math.floor(length / BLOCK_ELEMENTS);
+  const flags = (inKernelMemory: boolean): Float32Array => filled(blocks, inKernelMemory, (block) => (block % 10 === 0 ? 1 : 0));
+  const kernelFlags = flags(true);
+  const scalarFlags = flags(false);
+  const kernelPacked = filled(length, true, () => 0);
+  const scalarPacked = filled(length, false, () => 0);
+  report(
+    'pack 1 block of 64 in 10, 2.04 M elements',
+    time(length, () => gatherBlocks(kernel.gradients, blocks * BLOCK_ELEMENTS, kernelFlags, kernelPacked)),
+    time(length, () => gatherBlocks(scalar.gradients, blocks * BLOCK_ELEMENTS, scalarFlags, scalarPacked)),
+    'copies run by run',
+  );
   report(
     'parameter checksum, 2.04 M elements (8 MB)',
     time(length, () => checksumFloats(kernel.parameters)),
@@ -108,42 +123,77 @@ function benchAdamW(): void {
   );
 }
 
-/** Times attention-shaped batched products: the kernel with its copies out of and into tensors, and tf.matMul. */
-async function benchBatchMatMul(): Promise<void> {
+/** Returns the median milliseconds of one call of `run`, timed over `calls` calls per repetition. */
+function msPerCall(calls: number, run: () => void): number {
+  // time() returns nanoseconds per element; with one element per call, 1e6 of them make a millisecond.
+  return time(calls, () => {
+    for (let i = 0; i < calls; i++) run();
+  }) / 1e6;
+}
+
+/**
+ * Times matrix products from tensors to a tensor on the WASM backend: the kernel in place on tfjs's memory, the
+ * kernel on copies (its route on other backends), and tf.matMul with the same transpose flags. The 2-D shapes
+ * are the default tagger's (1536 tokens, dModel 64, ffDim 192): a forward product and the two gradients of it.
+ */
+async function benchProducts(): Promise<void> {
   await tf.setBackend('wasm');
   await tf.ready();
-  const calls = 50;
-  for (const [batch, m, k, n, transposeB] of [
-    [64, 24, 24, 32, false],
-    [64, 24, 32, 24, true],
-    [64, 48, 48, 32, false],
+  const kernels = tensorKernels();
+  if (kernels === null) throw new Error('the in-place kernels are not available on this tfjs WASM backend');
+  const calls = 20;
+  for (const [name, batch, m, k, n, transposeA, transposeB] of [
+    ['forward, x @ W', 1, 1536, 64, 192, false, false],
+    ['input gradient, dy @ Wᵀ', 1, 1536, 192, 64, false, true],
+    ['weight gradient, xᵀ @ dy', 1, 64, 1536, 192, true, false],
+    ['attention scores, 64 × q @ kᵀ', 64, 24, 32, 24, false, true],
+    ['attention context, 64 × p @ v', 64, 24, 24, 32, false, false],
+    ['attention, 64 × (48 × 48 @ 48 × 32)', 64, 48, 48, 32, false, false],
   ] as const) {
-    const a = tf.randomNormal([batch, m, k]) as tf.Tensor3D;
-    const b = tf.randomNormal(transposeB ? [batch, n, k] : [batch, k, n]) as tf.Tensor3D;
-    const shape = { batch, m, k, n, transposeA: false, transposeB };
-    const viaKernel = (): void => {
-      const values = batchMatMul(a.dataSync() as Float32Array, b.dataSync() as Float32Array, shape);
-      tf.tensor3d(values, [batch, m, n]).dispose();
-    };
-    const viaTfjs = (): void => {
-      const product = tf.matMul(a, b, false, transposeB);
+    const aShape = transposeA ? [k, m] : [m, k];
+    const bShape = transposeB ? [n, k] : [k, n];
+    const a = tf.randomNormal(batch > 1 ? [batch, ...aShape] : aShape);
+    const b = tf.randomNormal(batch > 1 ? [batch, ...bShape] : bShape);
+    const shape = { batch, m, k, n, transposeA, transposeB };
+    const outputShape = batch > 1 ? [batch, m, n] : [m, n];
+    const inPlaceMs = msPerCall(calls, () => kernels.product(a, b, shape, outputShape)?.dispose());
+    const copiedMs = msPerCall(calls, () => {
+      tf.tensor(batchMatMul(a.dataSync() as Float32Array, b.dataSync() as Float32Array, shape), outputShape).dispose();
+    });
+    const tfjsMs = msPerCall(calls, () => {
+      const product = tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D, transposeA, transposeB);
       product.dataSync();
       product.dispose();
-    };
-    // time() returns nanoseconds per call here, so 1e6 of them make a millisecond.
-    const kernelMs = time(calls, () => { for (let i = 0; i < calls; i++) viaKernel(); }) / 1e6;
-    const tfjsMs = time(calls, () => { for (let i = 0; i < calls; i++) viaTfjs(); }) / 1e6;
+    });
     const gflop = (2 * batch * m * k * n) / 1e9;
-    const name = `batched product ${batch} x ${m}x${k} @ ${k}x${n}${transposeB ? ' (b transposed)' : ''}`;
+    const rate = (ms: number): string => `${ms.toFixed(3).padStart(6)} ms (${(gflop / (ms / 1e3)).toFixed(1).padStart(4)} GFLOP/s)`;
     console.log(
-      `${name.padEnd(50)} kernel ${kernelMs.toFixed(3).padStart(7)} ms (${(gflop / (kernelMs / 1e3)).toFixed(1)} GFLOP/s)   ` +
-        `tf.matMul on wasm ${tfjsMs.toFixed(3).padStart(7)} ms (${(gflop / (tfjsMs / 1e3)).toFixed(1)} GFLOP/s)   ratio ${(tfjsMs / kernelMs).toFixed(1)}x`,
+      `${`${name}, ${m}x${k}x${n}`.padEnd(52)} in place ${rate(inPlaceMs)}   copied ${rate(copiedMs)}   ` +
+        `tf.matMul ${rate(tfjsMs)}   tf.matMul / in place ${(tfjsMs / inPlaceMs).toFixed(1)}x`,
     );
     tf.dispose([a, b]);
   }
+  const gradient = tf.randomNormal([1536, 64]) as tf.Tensor2D;
+  const ones = tf.ones([1, 1536]) as tf.Tensor2D;
+  const inPlaceMs = msPerCall(calls, () => kernels.columnSums(gradient)?.dispose());
+  const sumMs = msPerCall(calls, () => {
+    const sums = tf.sum(gradient, 0);
+    sums.dataSync();
+    sums.dispose();
+  });
+  const onesMs = msPerCall(calls, () => {
+    const sums = tf.matMul(ones, gradient);
+    sums.dataSync();
+    sums.dispose();
+  });
+  console.log(
+    `${'column sums (bias gradient), 1536 x 64'.padEnd(52)} in place ${inPlaceMs.toFixed(3)} ms   tf.sum ${sumMs.toFixed(3)} ms   ` +
+      `ones @ x ${onesMs.toFixed(3)} ms`,
+  );
+  tf.dispose([gradient, ones]);
 }
 
 console.log(`WebAssembly kernels against JavaScript, Node ${process.version}, median of ${REPETITIONS}`);
 benchAdd();
 benchAdamW();
-await benchBatchMatMul();
+await benchProducts();

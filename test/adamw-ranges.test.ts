@@ -1,6 +1,7 @@
 import test from 'ava';
 import type { ParameterSpec } from '../src/models/model.js';
 import { AdamW, type AdamWConfig } from '../src/optim/adamw.js';
+import { SeededRandom } from '../src/random.js';
 import { globalNorm, sumOfScaledSquares, type ElementRange } from '../src/optim/clip.js';
 import { kernelMemory } from '../src/kernels/kernel-memory.js';
 
@@ -99,9 +100,45 @@ test('sumOfScaledSquares same on both paths', (t) => {
   const kernelSum = sumOfScaledSquares(inKernelMemory, ranges, inverse);
   t.is(kernelSum, sumOfScaledSquares(raw, ranges, inverse));
   t.true(bytes(inKernelMemory).equals(bytes(raw)), 'the values are left unchanged');
-  // The same squares added in another order agree to float64 rounding.
+  // Each block sums its squares in float32 lanes, so the norm agrees with a float64 sum to about 1e-7.
   const separate = raw.map((value) => value * inverse);
-  t.true(Math.abs(Math.sqrt(kernelSum) - globalNorm(separate)) <= 1e-12 * globalNorm(separate));
+  t.true(Math.abs(Math.sqrt(kernelSum) - globalNorm(separate)) <= 1e-6 * globalNorm(separate));
+});
+
+test('sumOfScaledSquares skips zero block parts without changing bits', (t) => {
+  // 40 blocks of 64 values with every third block zero, and ranges that start and end inside blocks.
+  const random = new SeededRandom(5);
+  const length = 40 * 64;
+  const raw = new Float32Array(length);
+  for (let i = 0; i < length; i++) raw[i] = Math.floor(i / 64) % 3 === 0 ? 0 : (random.next() - 0.5) * 2 ** (random.nextInt(12) - 6);
+  const inKernelMemory = kernelMemory().allocateFloats(length);
+  inKernelMemory.set(raw);
+  const ranges: ElementRange[] = [
+    { start: 10, end: 700 },
+    { start: 700, end: 1290 },
+    { start: 1300, end: length },
+  ];
+  // Each range cut at every zero block, as the packed exchange's marked ranges are (parts of two ranges are
+  // never joined: the ranges' own bounds cut blocks into parts).
+  const nonzero: ElementRange[] = [];
+  for (const { start, end } of ranges) {
+    let run: ElementRange | null = null;
+    for (let block = Math.floor(start / 64); block * 64 < end; block++) {
+      if (block % 3 === 0) {
+        run = null;
+        continue;
+      }
+      const part = { start: Math.max(start, block * 64), end: Math.min(end, (block + 1) * 64) };
+      if (run !== null) run.end = part.end;
+      else nonzero.push((run = part));
+    }
+  }
+  for (const values of [raw, inKernelMemory]) {
+    const full = sumOfScaledSquares(values, ranges, 1 / 3);
+    t.true(full > 0);
+    t.is(sumOfScaledSquares(values, nonzero, 1 / 3), full);
+  }
+  t.is(sumOfScaledSquares(raw, ranges, 1 / 3), sumOfScaledSquares(inKernelMemory, ranges, 1 / 3));
 });
 
 test('stepRanges factor equals prescaled gradients', (t) => {

@@ -262,7 +262,7 @@ test.serial('wasm gradients match cpu gradients', async (t) => {
   t.deepEqual(wasmShape, [batch, time, options.vocabularySize]);
   wasmModel.dispose();
 
-  // Both backends compute in float32 but sum in different orders (and wasm uses the explicit-transpose
+  // Both backends compute in float32 but sum in different orders (and wasm uses the kernel
   // gradients), so each gradient may differ by a few float32 ulps per op: 1e-4 of its largest entry is ample.
   // The absolute 1e-5 covers gradients that are zero in exact arithmetic, such as the key biases (a shift
   // common to all keys of a query leaves its softmax unchanged), where both backends return rounding noise.

@@ -182,9 +182,13 @@ function sameBitsOrBothNaN(a: Float32Array, b: Float32Array): boolean {
 
 test('batched product kernel matches scalar bits', (t) => {
   const random = new SeededRandom(31);
-  // n of 16 and more takes the four-vector loop, n mod 16 of 4 or more the one-vector loop, n mod 4 the scalar one.
+  // Rows go in blocks of four by eight outputs; the columns left over (n mod 8) and the rows left over (m mod 4)
+  // take the single-row loops: sixteen outputs at a time, then four, then one.
   const shapes = [
     [3, 5, 7, 37],
+    [1, 13, 19, 29],
+    [2, 8, 11, 8],
+    [1, 3, 40, 45],
     [2, 24, 32, 24],
     [1, 1, 1, 1],
     [4, 9, 17, 6],

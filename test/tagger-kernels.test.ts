@@ -14,7 +14,7 @@ import { createLayerNorm, maskedCrossEntropy } from '../src/models/tagger-ops.js
 import { SeededRandom } from '../src/random.js';
 
 const backends = ['cpu', 'wasm'] as const;
-const strategies: MatMulStrategy[] = ['explicit-transpose', 'built-in'];
+const strategies: MatMulStrategy[] = ['kernel', 'built-in'];
 
 async function useBackend(name: 'cpu' | 'wasm'): Promise<void> {
   await tf.setBackend(name);
@@ -144,7 +144,7 @@ test.serial('maskedCrossEntropy skips padding rows', async (t) => {
 });
 
 test('preferredStrategy picks per backend', (t) => {
-  t.is(preferredStrategy('wasm'), 'explicit-transpose');
+  t.is(preferredStrategy('wasm'), 'kernel');
   t.is(preferredStrategy('cpu'), 'built-in');
   t.is(preferredStrategy('tensorflow'), 'built-in');
 });

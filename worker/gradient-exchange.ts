@@ -15,7 +15,7 @@ import type { Logger } from 'pino';
 import type { AllReduceConfig } from '../src/config/types.js';
 import type { ElementRange } from '../src/optim/clip.js';
 import { allocateKernelFloats } from '../src/kernels/kernel-memory.js';
-import { blockCount, countMarked, gatherBlocks, markNonzeroBlocks, scatterBlocks } from '../src/comm/zero-blocks.js';
+import { blockCount, countMarked, gatherBlocks, markedRanges, markNonzeroBlocks, scatterBlocks } from '../src/comm/zero-blocks.js';
 
 /**
  * Sums a buffer in place across all ranks; the ring all-reduce in training, the identity for one process.
@@ -37,6 +37,17 @@ export interface ShardCollectives {
   sumFloat64(value: number): Promise<number>;
   /** The ranges of a buffer of `length` values that this rank owns in reduceScatter and allGather. */
   ownedRanges(length: number): readonly ElementRange[];
+}
+
+/** What a step's reduction leaves for the optimizer. */
+export interface ReducedGradients {
+  /** The gradient ranges whose complete sums this rank holds, and which its optimizer updates. */
+  owned: readonly ElementRange[];
+  /**
+   * The parts of `owned` that may hold nonzero sums. After a packed exchange the rest is +0, so the gradient
+   * norm sums only these; otherwise they equal `owned`.
+   */
+  nonzero: readonly ElementRange[];
 }
 
 /** Consecutive steps with mostly nonzero blocks after which the flags are no longer exchanged. */
@@ -91,18 +102,20 @@ export class GradientExchange {
    * Sums `buffer` (gradients, then the tail) across the `worldSize` ranks and returns the gradient ranges this
    * rank may use.
    */
-  async reduce(buffer: Float32Array, allReduce: AllReduce, shard: ShardCollectives | undefined, worldSize: number): Promise<readonly ElementRange[]> {
+  async reduce(buffer: Float32Array, allReduce: AllReduce, shard: ShardCollectives | undefined, worldSize: number): Promise<ReducedGradients> {
     const count = this.parameterCount;
     if (this.skipZeroBlocks && worldSize > 1 && (await this.reducePacked(buffer, allReduce))) {
-      return shard === undefined ? [{ start: 0, end: count }] : shard.ownedRanges(count);
+      const owned = shard === undefined ? [{ start: 0, end: count }] : shard.ownedRanges(count);
+      return { owned, nonzero: markedRanges(count, this.flags as Float32Array, owned) };
     }
     if (shard !== undefined) {
       const owned = await shard.reduceScatter(buffer.subarray(0, count));
       await allReduce(buffer.subarray(count, count + this.tailLength), true);
-      return owned;
+      return { owned, nonzero: owned };
     }
     await this.allReduceWithTail(buffer, count, allReduce);
-    return [{ start: 0, end: count }];
+    const owned = [{ start: 0, end: count }];
+    return { owned, nonzero: owned };
   }
 
   /** Sums `gradientLength` gradient values of `values` and the tail behind them, which stays float32. */

@@ -180,7 +180,7 @@ export class DataParallelTrainer<Batch> {
     if (options.extraComputeMs !== undefined && options.extraComputeMs > 0) busyWait(options.extraComputeMs);
     const computeDone = performance.now();
 
-    const owned = await this.exchange.reduce(this.gradients, allReduce, shard, options.worldSize);
+    const { owned, nonzero } = await this.exchange.reduce(this.gradients, allReduce, shard, options.worldSize);
     const allReduceDone = performance.now();
     // Time spent in collectives after the gradient reduction, counted as all-reduce time rather than optimizer time.
     let laterCollectivesMs = 0;
@@ -192,10 +192,11 @@ export class DataParallelTrainer<Batch> {
     }
     const loss = (this.gradients[lossSlot] as number) / globalCount;
     // The reduced gradients are sums over the global batch. The optimizer divides them by the token count as it
-    // reads them, so no pass writes the mean gradients. The sum of squares below is already that of the means.
+    // reads them, so no pass writes the mean gradients. The sum of squares below is already that of the means;
+    // it skips the blocks that a packed exchange found zero on every rank.
     const summedGradients = this.gradients.subarray(0, this.parameterCount);
     const meanFactor = 1 / globalCount;
-    let sumOfSquares = sumOfScaledSquares(summedGradients, owned, meanFactor);
+    let sumOfSquares = sumOfScaledSquares(summedGradients, nonzero, meanFactor);
     if (shard !== undefined) {
       const sumStarted = performance.now();
       sumOfSquares = await shard.sumFloat64(sumOfSquares);

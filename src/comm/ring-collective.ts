@@ -428,7 +428,8 @@ class CollectiveRun implements FrameConsumer {
     if (header.totalLength !== this.buffer.length) {
       throw protocolError(
         `rank ${rank} called allReduce with ${this.buffer.length} elements, but rank ${peer} sent a frame for ` +
-          `${header.totalLength} elements in ${where}; every rank must call allReduce with buffers of the same length`,
+          `${header.totalLength} elements in ${where}; every rank must call allReduce with buffers of the same length ` +
+          '(in training: set the same optimizer.shardState and allreduce.skipZeroBlocks on every node)',
       );
     }
     if (header.sequence !== sequence >>> 0) {

@@ -10,6 +10,7 @@
  * gradient is exactly zero.
  */
 import { kernelMemory } from '../kernels/kernel-memory.js';
+import type { ElementRange } from '../optim/clip.js';
 
 /** Values per block: 256 bytes, one row of a 64-wide embedding. */
 export const BLOCK_ELEMENTS = 64;
@@ -54,14 +55,7 @@ export function countMarked(flags: Float32Array): number {
  * order, and returns the number of values copied.
  */
 export function gatherBlocks(values: Float32Array, length: number, flags: Float32Array, packed: Float32Array): number {
-  let packedLength = 0;
-  forEachRun(length, flags, (start, end, marked) => {
-    if (marked) {
-      packed.set(values.subarray(start, end), packedLength);
-      packedLength += end - start;
-    }
-  });
-  return packedLength;
+  return moveBlocks(values, length, flags, packed, false);
 }
 
 /**
@@ -69,13 +63,62 @@ export function gatherBlocks(values: Float32Array, length: number, flags: Float3
  * because with flags summed over all ranks they contain only +0 already.
  */
 export function scatterBlocks(packed: Float32Array, length: number, flags: Float32Array, values: Float32Array): void {
-  let packedOffset = 0;
+  moveBlocks(values, length, flags, packed, true);
+}
+
+/**
+ * Packs (or with `unpack`, unpacks) the marked blocks and returns the number of values moved. When all three
+ * arrays lie in the kernel memory, whole blocks go through the `packBlocks` kernel. Otherwise runs of blocks
+ * are copied one by one.
+ */
+function moveBlocks(values: Float32Array, length: number, flags: Float32Array, packed: Float32Array, unpack: boolean): number {
+  const memory = kernelMemory();
+  const addresses = [values, flags, packed].map((array) => memory.addressOf(array));
+  const move = (from: number, end: number, moved: number): void => {
+    if (unpack) values.set(packed.subarray(moved, moved + end - from), from);
+    else packed.set(values.subarray(from, end), moved);
+  };
+  let moved = 0;
+  if (addresses.every((address) => address >= 0)) {
+    const wholeBlocks = Math.floor(length / BLOCK_ELEMENTS);
+    const [valuesAddress, flagsAddress, packedAddress] = addresses as [number, number, number];
+    moved = memory.kernels.packBlocks(valuesAddress, flagsAddress, wholeBlocks, packedAddress, unpack ? 1 : 0);
+    // The short last block, if any.
+    if (wholeBlocks < blockCount(length) && (flags[wholeBlocks] as number) > 0) {
+      move(wholeBlocks * BLOCK_ELEMENTS, length, moved);
+      moved += length - wholeBlocks * BLOCK_ELEMENTS;
+    }
+    return moved;
+  }
   forEachRun(length, flags, (start, end, marked) => {
     if (marked) {
-      values.set(packed.subarray(packedOffset, packedOffset + end - start), start);
-      packedOffset += end - start;
+      move(start, end, moved);
+      moved += end - start;
     }
   });
+  return moved;
+}
+
+/**
+ * Returns the parts of `within` (sorted, disjoint ranges of `values[0, length)`) that lie in marked blocks, in
+ * order. Outside them the summed gradients are +0, so a sum over the gradients can skip them.
+ */
+export function markedRanges(length: number, flags: Float32Array, within: readonly ElementRange[]): ElementRange[] {
+  const marked: ElementRange[] = [];
+  forEachRun(length, flags, (start, end, isMarked) => {
+    if (isMarked) marked.push({ start, end });
+  });
+  const result: ElementRange[] = [];
+  let m = 0;
+  for (const range of within) {
+    while (m < marked.length && (marked[m] as ElementRange).end <= range.start) m++;
+    for (let k = m; k < marked.length && (marked[k] as ElementRange).start < range.end; k++) {
+      const start = Math.max(range.start, (marked[k] as ElementRange).start);
+      const end = Math.min(range.end, (marked[k] as ElementRange).end);
+      if (start < end) result.push({ start, end });
+    }
+  }
+  return result;
 }
 
 /** Calls `visit` for each maximal run of blocks that are all marked or all unmarked, in order. */

@@ -63,13 +63,13 @@ export const DEFAULT_CONFIG: Readonly<RunConfig> = deepFreeze<RunConfig>({
     warmupSteps: 100,
     minLrRatio: 0.05,
     clipNorm: 1.0,
-    shardState: true,
+    shardState: false,
   },
   allreduce: {
     timeoutMs: 30000,
     bucketBytes: 67108864,
     compression: 'none',
-    skipZeroBlocks: false,
+    skipZeroBlocks: true,
     localTransport: 'unix',
   },
   coordinator: {

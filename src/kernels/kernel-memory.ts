@@ -21,7 +21,7 @@ const ALIGNMENT = 64;
 export const SCRATCH_FLOATS = 16384;
 
 /** The exports of kernels.wat; addresses are byte offsets into the memory. */
-interface KernelExports {
+export interface KernelExports {
   add(target: number, first: number, second: number, bytes: number): void;
   adamw(
     parameters: number,
@@ -41,7 +41,7 @@ interface KernelExports {
     shrink: number,
   ): void;
   nonzeroBlocks(values: number, blocks: number, flags: number): void;
-  sumScaledSquares(values: number, count: number, factor: number): number;
+  sumScaledSquares(values: number, blocks: number, factor: number, total: number): number;
   hashBlocks(values: number, blocks: number, state: number): void;
   batchMatMul(
     a: number,
@@ -55,6 +55,8 @@ interface KernelExports {
     transposeA: number,
     transposeB: number,
   ): void;
+  columnSums(x: number, out: number, rows: number, columns: number): void;
+  packBlocks(values: number, flags: number, blocks: number, packed: number, unpack: number): number;
 }
 
 /** The kernels and the memory they work on; get the process's instance with `kernelMemory()`. */

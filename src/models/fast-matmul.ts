@@ -2,22 +2,24 @@
  * Matrix products with gradients that suit the tfjs backend in use.
  *
  * tfjs's built-in matMul gradient calls matMul with `transposeA`/`transposeB` set. On the WASM backend
- * (tfjs 4.22) such a call is several times slower than transposing explicitly and multiplying plainly, while on
- * the pure-JS cpu backend the explicit transpose is the slower route. Column sums (bias gradients) are also
- * cheaper on WASM as a product with a row of ones than through `tf.sum(x, 0)`. Batched products of small
- * matrices (attention) are slow on WASM with or without the flags, so that strategy runs them on ringtrain's own
- * kernel instead.
+ * (tfjs 4.22) such a call is about ten times slower than a plain product, and its batched products of small
+ * matrices (attention) are slow with or without the flags. The `kernel` strategy therefore runs every product,
+ * forward and backward, on ringtrain's own `batchMatMul` kernel, which reads either operand transposed at full
+ * speed. On the WASM backend it works in place on the tensors (src/kernels/tensor-kernels.ts), and column sums
+ * (bias gradients) run on the `columnSums` kernel there too. On the pure-JS cpu backend, tfjs's own gradients
+ * are the faster route.
  */
 import * as tf from '@tensorflow/tfjs';
 
 import { batchMatMul } from '../kernels/batch-matmul.js';
+import { tensorKernels } from '../kernels/tensor-kernels.js';
 
-/** Gradient route of matrix products: explicit transposes, or tfjs's built-in gradients. */
-export type MatMulStrategy = 'explicit-transpose' | 'built-in';
+/** Gradient route of matrix products: ringtrain's kernels, or tfjs's built-in ops and gradients. */
+export type MatMulStrategy = 'kernel' | 'built-in';
 
-/** Returns the faster strategy for a backend name: explicit transposes on `wasm`, tfjs's own gradients elsewhere. */
+/** Returns the faster strategy for a backend name: the kernels on `wasm`, tfjs's own gradients elsewhere. */
 export function preferredStrategy(backendName: string = tf.getBackend()): MatMulStrategy {
-  return backendName === 'wasm' ? 'explicit-transpose' : 'built-in';
+  return backendName === 'wasm' ? 'kernel' : 'built-in';
 }
 
 /** A 2-D product `a @ b`. */
@@ -50,63 +52,78 @@ export function customGradient(
 
 /** Returns the column sums of a 2-D tensor as a 1-D tensor. */
 export function columnSums(x: tf.Tensor2D, strategy: MatMulStrategy): tf.Tensor1D {
-  if (strategy === 'built-in') {
-    return tf.sum(x, 0);
-  }
-  const ones = tf.ones([1, x.shape[0]]) as tf.Tensor2D;
-  return tf.reshape(tf.matMul(ones, x), [x.shape[1]]);
+  return (strategy === 'kernel' ? tensorKernels()?.columnSums(x) : null) ?? tf.sum(x, 0);
 }
 
 /**
- * Returns xᵀ @ dy, the gradient of a weight matrix, without transpose flags. The explicit transpose goes to the
- * narrower of the two operands: with x wider than dy, (dyᵀ @ x)ᵀ transposes dy and the small product instead of x.
+ * Returns op(a) @ op(b) for two 2-D tensors, or for two 3-D tensors as a batch of products, computed by the
+ * `batchMatMul` kernel: in place on the WASM backend, else on copies of the values in the kernel memory.
  */
-function weightGradient(x: tf.Tensor2D, dy: tf.Tensor2D): tf.Tensor2D {
-  if (x.shape[1] > dy.shape[1]) {
-    return tf.transpose(tf.matMul(tf.transpose(dy), x)) as tf.Tensor2D;
-  }
-  return tf.matMul(tf.transpose(x), dy);
+function kernelProduct<T extends tf.Tensor2D | tf.Tensor3D>(a: T, b: T, transposeA: boolean, transposeB: boolean): T {
+  const [batch, aRows, aColumns] = (a.rank === 3 ? a.shape : [1, ...a.shape]) as [number, number, number];
+  const [bRows, bColumns] = b.shape.slice(-2) as [number, number];
+  const m = transposeA ? aColumns : aRows;
+  const k = transposeA ? aRows : aColumns;
+  const n = transposeB ? bRows : bColumns;
+  const shape = { batch, m, k, n, transposeA, transposeB };
+  const outputShape = a.rank === 3 ? [batch, m, n] : [m, n];
+  const inPlace = tensorKernels()?.product(a, b, shape, outputShape);
+  if (inPlace) return inPlace as T;
+  const products = batchMatMul(a.dataSync() as Float32Array, b.dataSync() as Float32Array, shape);
+  // The products are a view of the kernel's work area, which the next product overwrites. The WASM backend
+  // copies them into its own memory at once; other backends keep the array they get, so they get a copy.
+  return tf.tensor(tf.getBackend() === 'wasm' ? products : products.slice(), outputShape as [number, number]) as T;
 }
 
-/** A 2-D product whose gradient transposes explicitly and then multiplies without transpose flags. */
-const explicitTransposeMatMul = customGradient(
-  ([a, b], save) => {
-    save([a, b]);
-    return {
-      value: tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D),
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const [savedA, savedB] = saved as tf.Tensor2D[];
-        const dyMatrix = dy as tf.Tensor2D;
-        return [tf.matMul(dyMatrix, tf.transpose(savedB)), weightGradient(savedA, dyMatrix)];
-      },
-    };
-  },
-) as MatMul2D;
+/** Returns the gradient rule of `a @ b`: d/da = dy @ bᵀ and d/db = aᵀ @ dy, both on the kernel. */
+function productGradient(dy: tf.Tensor, saved: tf.Tensor[]): tf.Tensor[] {
+  const [a, b] = saved as tf.Tensor2D[];
+  const dyMatrix = dy as tf.Tensor2D;
+  return [kernelProduct(dyMatrix, b as tf.Tensor2D, false, true), kernelProduct(a as tf.Tensor2D, dyMatrix, true, false)];
+}
+
+/** A product `a @ b` of 2-D or 3-D tensors whose forward and backward products run on the kernel. */
+const kernelMatMul = customGradient(([a, b], save) => {
+  save([a, b]);
+  return { value: kernelProduct(a as tf.Tensor2D, b as tf.Tensor2D, false, false), gradFunc: productGradient };
+});
+
+/** A batched product `a @ bᵀ` whose forward and backward products run on the kernel. */
+const kernelMatMulTransposeB = customGradient(([a, b], save) => {
+  save([a, b]);
+  return {
+    value: kernelProduct(a as tf.Tensor3D, b as tf.Tensor3D, false, true),
+    gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+      const [savedA, savedB] = saved as tf.Tensor3D[];
+      const dyBatch = dy as tf.Tensor3D;
+      // d(a @ bᵀ)/da = dy @ b and d(a @ bᵀ)/db = dyᵀ @ a.
+      return [kernelProduct(dyBatch, savedB as tf.Tensor3D, false, false), kernelProduct(dyBatch, savedA as tf.Tensor3D, true, false)];
+    },
+  };
+});
 
 /** Returns a 2-D product for `strategy`; `built-in` is `tf.matMul` itself. */
 export function createMatMul(strategy: MatMulStrategy): MatMul2D {
-  return strategy === 'explicit-transpose' ? explicitTransposeMatMul : (a, b) => tf.matMul(a, b);
+  return strategy === 'kernel' ? (kernelMatMul as MatMul2D) : (a, b) => tf.matMul(a, b);
 }
 
 /** Returns `x @ kernel + bias` with one custom gradient for all three inputs, computed with `strategy`. */
 export function createDense(strategy: MatMulStrategy): Dense {
+  const product =
+    strategy === 'kernel'
+      ? kernelProduct<tf.Tensor2D>
+      : (a: tf.Tensor2D, b: tf.Tensor2D, transposeA: boolean, transposeB: boolean) => tf.matMul(a, b, transposeA, transposeB);
   const dense = customGradient(([x, kernel, bias], save) => {
     save([x, kernel]);
     return {
-      value: tf.add(tf.matMul(x as tf.Tensor2D, kernel as tf.Tensor2D), bias),
+      value: tf.add(product(x as tf.Tensor2D, kernel as tf.Tensor2D, false, false), bias as tf.Tensor1D),
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
         const [savedX, savedKernel] = saved as tf.Tensor2D[];
         const dyMatrix = dy as tf.Tensor2D;
-        if (strategy === 'built-in') {
-          return [
-            tf.matMul(dyMatrix, savedKernel, false, true),
-            tf.matMul(savedX, dyMatrix, true, false),
-            tf.sum(dyMatrix, 0),
-          ];
-        }
+        // d/dx = dy @ kernelᵀ, d/dkernel = xᵀ @ dy, d/dbias = the column sums of dy.
         return [
-          tf.matMul(dyMatrix, tf.transpose(savedKernel)),
-          weightGradient(savedX, dyMatrix),
+          product(dyMatrix, savedKernel as tf.Tensor2D, false, true),
+          product(savedX as tf.Tensor2D, dyMatrix, true, false),
           columnSums(dyMatrix, strategy),
         ];
       },
@@ -115,89 +132,14 @@ export function createDense(strategy: MatMulStrategy): Dense {
   return dense as Dense;
 }
 
-/** The parts of tfjs 4.22's WASM backend that locate a tensor's values in its memory. */
-interface WasmBackendInternals {
-  wasm?: { HEAPF32?: unknown };
-  dataIdMap?: { get(dataId: object): { memoryOffset?: unknown } | undefined };
-}
-
 /**
- * Returns the values of a float32 tensor for reading at once: on the WASM backend a view of its memory, which
- * spares the copy that dataSync makes (about 0.05 ms per attention operand), else dataSync's copy. The view is
- * valid only until tfjs allocates again, so the caller copies it before creating any tensor.
- */
-function valuesOf(tensor: tf.Tensor): Float32Array {
-  if (tf.getBackend() === 'wasm') {
-    const backend = tf.backend() as unknown as WasmBackendInternals;
-    const heap = backend.wasm?.HEAPF32;
-    const offset = backend.dataIdMap?.get(tensor.dataId)?.memoryOffset;
-    if (heap instanceof Float32Array && typeof offset === 'number' && offset % 4 === 0) {
-      return heap.subarray(offset / 4, offset / 4 + tensor.size);
-    }
-  }
-  return tensor.dataSync() as Float32Array;
-}
-
-/**
- * Returns op(a) @ op(b) for 3-D tensors, computed by the `batchMatMul` kernel (src/kernels/batch-matmul.ts)
- * on copies of their values. tfjs's own batched product on WASM took 4.7 to 8.8 times as long for attention
- * shapes (`npm run bench:kernels`).
- */
-function kernelProduct(a: tf.Tensor3D, b: tf.Tensor3D, transposeA: boolean, transposeB: boolean): tf.Tensor3D {
-  const [batch, aRows, aColumns] = a.shape;
-  const [, bRows, bColumns] = b.shape;
-  const m = transposeA ? aColumns : aRows;
-  const k = transposeA ? aRows : aColumns;
-  const n = transposeB ? bRows : bColumns;
-  const products = batchMatMul(valuesOf(a), valuesOf(b), {
-    batch,
-    m,
-    k,
-    n,
-    transposeA,
-    transposeB,
-  });
-  // The WASM backend copies the values into its own memory at once. Other backends keep the array they get,
-  // which the next product would overwrite, so they get a copy.
-  return tf.tensor3d(tf.getBackend() === 'wasm' ? products : products.slice(), [batch, m, n]);
-}
-
-/** A batched product `a @ b` whose forward and backward products run on the kernel. */
-const kernelBatchMatMul = customGradient(([a, b], save) => {
-  save([a, b]);
-  return {
-    value: kernelProduct(a as tf.Tensor3D, b as tf.Tensor3D, false, false),
-    gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-      const [savedA, savedB] = saved as tf.Tensor3D[];
-      const dyBatch = dy as tf.Tensor3D;
-      // d(a @ b)/da = dy @ bᵀ and d(a @ b)/db = aᵀ @ dy.
-      return [kernelProduct(dyBatch, savedB, false, true), kernelProduct(savedA, dyBatch, true, false)];
-    },
-  };
-});
-
-/** A batched product `a @ bᵀ` whose forward and backward products run on the kernel. */
-const kernelBatchMatMulTransposeB = customGradient(([a, b], save) => {
-  save([a, b]);
-  return {
-    value: kernelProduct(a as tf.Tensor3D, b as tf.Tensor3D, false, true),
-    gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-      const [savedA, savedB] = saved as tf.Tensor3D[];
-      const dyBatch = dy as tf.Tensor3D;
-      // d(a @ bᵀ)/da = dy @ b and d(a @ bᵀ)/db = dyᵀ @ a.
-      return [kernelProduct(dyBatch, savedB, false, false), kernelProduct(dyBatch, savedA, true, false)];
-    },
-  };
-});
-
-/**
- * Returns a batched 3-D product for `strategy`: `built-in` is `tf.matMul` with its own gradient, and
- * `explicit-transpose` runs the product and its gradient on the `batchMatMul` kernel.
+ * Returns a batched 3-D product for `strategy`: `built-in` is `tf.matMul` with its own gradient, and `kernel`
+ * runs the product and its gradient on the `batchMatMul` kernel. tfjs's own batched product on WASM took 4.7
+ * to 8.8 times as long for attention shapes (`npm run bench:kernels`).
  */
 export function createBatchMatMul(strategy: MatMulStrategy): BatchMatMul {
   if (strategy === 'built-in') {
     return (a, b, transposeB) => tf.matMul(a, b, false, transposeB);
   }
-  return (a, b, transposeB) =>
-    (transposeB ? kernelBatchMatMulTransposeB(a, b) : kernelBatchMatMul(a, b)) as tf.Tensor3D;
+  return (a, b, transposeB) => (transposeB ? kernelMatMulTransposeB(a, b) : kernelMatMul(a, b)) as tf.Tensor3D;
 }

@@ -30,40 +30,57 @@ export interface ElementRange {
   end: number;
 }
 
+/** Values per block of the sum of squares, the same blocks as the packed exchange's (src/comm/zero-blocks.ts). */
+const SQUARES_BLOCK = 64;
+
 /**
- * Returns the sum of x * x over the elements of `ranges`, where x is the element multiplied by `factor` and
- * rounded to float32, without changing `values`. Each range is summed in float64 as two partial sums: one of
- * its even-numbered and one of its odd-numbered elements, counted from the range start. They are added when
- * the range ends, and the ranges are then added in order. The SIMD kernel `sumScaledSquares` adds in exactly this
- * order, so the result has the same bits whether or not `values` lies in the kernel memory.
+ * Returns the sum of x * x over the elements of `ranges` (sorted and disjoint), where x is the element times
+ * `factor` rounded to float32, computed without changing `values`.
+ *
+ * The sum runs over blocks of 64 values counted from index 0 of `values`. Each block's part inside a range is
+ * summed on its own, in float32 lanes and then in float64 (see the kernel `sumScaledSquares`). These block
+ * sums are added in order in float64. A block part that is all zeros adds exactly +0, so leaving such parts out of
+ * `ranges` gives the same bits: the packed exchange relies on it. Whole blocks in the kernel memory run on the
+ * SIMD kernel, everything else on `blockPartSum`, which adds in the same order.
  */
 export function sumOfScaledSquares(values: Float32Array, ranges: readonly ElementRange[], factor: number): number {
   const memory = kernelMemory();
   const address = memory.addressOf(values);
+  const factor32 = Math.fround(factor);
   let total = 0;
   for (const { start, end } of ranges) {
-    const pairEnd = start + 2 * Math.floor((end - start) / 2);
-    let rangeSum: number;
-    if (address >= 0 && pairEnd > start) {
-      rangeSum = memory.kernels.sumScaledSquares(address + start * 4, pairEnd - start, factor);
-    } else {
-      let evenSum = 0;
-      let oddSum = 0;
-      for (let i = start; i < pairEnd; i += 2) {
-        const even = Math.fround((values[i] as number) * factor);
-        const odd = Math.fround((values[i + 1] as number) * factor);
-        evenSum += even * even;
-        oddSum += odd * odd;
+    let index = start;
+    while (index < end) {
+      const wholeBlocks = index % SQUARES_BLOCK === 0 ? Math.floor((end - index) / SQUARES_BLOCK) : 0;
+      if (address >= 0 && wholeBlocks > 0) {
+        total = memory.kernels.sumScaledSquares(address + index * 4, wholeBlocks, factor32, total);
+        index += wholeBlocks * SQUARES_BLOCK;
+      } else {
+        const partEnd = Math.min(end, (Math.floor(index / SQUARES_BLOCK) + 1) * SQUARES_BLOCK);
+        total += blockPartSum(values, index, partEnd, factor32);
+        index = partEnd;
       }
-      rangeSum = evenSum + oddSum;
     }
-    if (pairEnd < end) {
-      const last = Math.fround((values[pairEnd] as number) * factor);
-      rangeSum += last * last;
-    }
-    total += rangeSum;
   }
   return total;
+}
+
+/**
+ * Returns the sum of squares of `values[start, end)`, a part of one block, in the kernel's order: the values
+ * outside the part count as zeros, which leave every lane unchanged.
+ */
+function blockPartSum(values: Float32Array, start: number, end: number, factor32: number): number {
+  const lanes = new Float32Array(16);
+  for (let i = start; i < end; i++) {
+    const x = Math.fround((values[i] as number) * factor32);
+    // Value 16 * r + 4 * a + l of the block goes to lane l of accumulator a.
+    const lane = i % 16;
+    lanes[lane] = (lanes[lane] as number) + Math.fround(x * x);
+  }
+  const s = [0, 1, 2, 3].map((l) =>
+    Math.fround(Math.fround((lanes[l] as number) + (lanes[4 + l] as number)) + Math.fround((lanes[8 + l] as number) + (lanes[12 + l] as number))),
+  ) as [number, number, number, number];
+  return s[0] + s[2] + (s[1] + s[3]);
 }
 
 /**
