@@ -76,7 +76,6 @@ function benchAdamW(): void {
     oneMinusBeta1: 0.1,
     beta2: 0.999,
     oneMinusBeta2: 1 - 0.999,
-    sqrtBiasCorrection2: Math.sqrt(1 - 0.999 ** 10),
     eps: 1e-8,
     stepSize: 1e-3 / (1 - 0.9 ** 10),
     shrink: 1 - 1e-5,

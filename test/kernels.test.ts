@@ -96,7 +96,6 @@ test('AdamW kernel matches scalar bits', (t) => {
           oneMinusBeta1: 1 - 0.9,
           beta2: 0.999,
           oneMinusBeta2: 1 - 0.999,
-          sqrtBiasCorrection2: Math.sqrt(1 - 0.999 ** 7),
           eps: 1e-8,
           stepSize: 1e-3 / (1 - 0.9 ** 7),
           shrink,

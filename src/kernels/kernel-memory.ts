@@ -35,7 +35,6 @@ export interface KernelExports {
     oneMinusBeta1: number,
     beta2: number,
     oneMinusBeta2: number,
-    sqrtBiasCorrection2: number,
     eps: number,
     stepSize: number,
     shrink: number,

@@ -31,16 +31,16 @@
   ;;   g = (gradient * gradientFactor) * gradientScale
   ;;   m = beta1 * m + oneMinusBeta1 * g
   ;;   v = beta2 * v + (oneMinusBeta2 * g) * g
-  ;;   p = p * shrink - (stepSize * m) / (sqrt(v) / sqrtBiasCorrection2 + eps)
+  ;;   p = p * shrink - (stepSize * m) / (sqrt(v) + eps)
   (func (export "adamw")
     (param $p i32) (param $g i32) (param $m i32) (param $v i32) (param $count i32)
     (param $gradientFactor f32) (param $gradientScale f32) (param $beta1 f32) (param $oneMinusBeta1 f32) (param $beta2 f32)
-    (param $oneMinusBeta2 f32) (param $sqrtBiasCorrection2 f32) (param $eps f32) (param $stepSize f32)
+    (param $oneMinusBeta2 f32) (param $eps f32) (param $stepSize f32)
     (param $shrink f32)
     (local $end i32)
     (local $gradient v128) (local $first v128) (local $second v128)
     (local $factorLanes v128) (local $scaleLanes v128) (local $beta1Lanes v128) (local $oneMinusBeta1Lanes v128) (local $beta2Lanes v128)
-    (local $oneMinusBeta2Lanes v128) (local $correctionLanes v128) (local $epsLanes v128) (local $stepLanes v128)
+    (local $oneMinusBeta2Lanes v128) (local $epsLanes v128) (local $stepLanes v128)
     (local $shrinkLanes v128)
     (local.set $factorLanes (f32x4.splat (local.get $gradientFactor)))
     (local.set $scaleLanes (f32x4.splat (local.get $gradientScale)))
@@ -48,7 +48,6 @@
     (local.set $oneMinusBeta1Lanes (f32x4.splat (local.get $oneMinusBeta1)))
     (local.set $beta2Lanes (f32x4.splat (local.get $beta2)))
     (local.set $oneMinusBeta2Lanes (f32x4.splat (local.get $oneMinusBeta2)))
-    (local.set $correctionLanes (f32x4.splat (local.get $sqrtBiasCorrection2)))
     (local.set $epsLanes (f32x4.splat (local.get $eps)))
     (local.set $stepLanes (f32x4.splat (local.get $stepSize)))
     (local.set $shrinkLanes (f32x4.splat (local.get $shrink)))
@@ -73,7 +72,7 @@
             (f32x4.mul (v128.load (local.get $p)) (local.get $shrinkLanes))
             (f32x4.div
               (f32x4.mul (local.get $stepLanes) (local.get $first))
-              (f32x4.add (f32x4.div (f32x4.sqrt (local.get $second)) (local.get $correctionLanes)) (local.get $epsLanes)))))
+              (f32x4.add (f32x4.sqrt (local.get $second)) (local.get $epsLanes)))))
         (local.set $p (i32.add (local.get $p) (i32.const 16)))
         (local.set $g (i32.add (local.get $g) (i32.const 16)))
         (local.set $m (i32.add (local.get $m) (i32.const 16)))

@@ -19,9 +19,9 @@ export interface AdamWCoefficients {
   oneMinusBeta1: number;
   beta2: number;
   oneMinusBeta2: number;
-  sqrtBiasCorrection2: number;
+  /** eps * sqrt(1 - beta2^t), the epsilon of the denominator sqrt(v) + eps. */
   eps: number;
-  /** lr / (1 - beta1^t). */
+  /** lr * sqrt(1 - beta2^t) / (1 - beta1^t). */
   stepSize: number;
   /** 1 - lr * weightDecay for decayed parameters, else 1. */
   shrink: number;
@@ -55,7 +55,6 @@ export function updateElements(arrays: AdamWArrays, start: number, end: number, 
       c.oneMinusBeta1,
       c.beta2,
       c.oneMinusBeta2,
-      c.sqrtBiasCorrection2,
       c.eps,
       c.stepSize,
       c.shrink,
@@ -77,7 +76,6 @@ export function updateElementsScalar(arrays: AdamWArrays, start: number, end: nu
   const oneMinusBeta1 = f(c.oneMinusBeta1);
   const beta2 = f(c.beta2);
   const oneMinusBeta2 = f(c.oneMinusBeta2);
-  const sqrtBiasCorrection2 = f(c.sqrtBiasCorrection2);
   const eps = f(c.eps);
   const stepSize = f(c.stepSize);
   const shrink = f(c.shrink);
@@ -87,7 +85,7 @@ export function updateElementsScalar(arrays: AdamWArrays, start: number, end: nu
     const vi = f(f(beta2 * (v[i] as number)) + f(f(oneMinusBeta2 * g) * g));
     m[i] = mi;
     v[i] = vi;
-    const denominator = f(f(f(Math.sqrt(vi)) / sqrtBiasCorrection2) + eps);
+    const denominator = f(f(Math.sqrt(vi)) + eps);
     parameters[i] = f(f((parameters[i] as number) * shrink) - f(f(stepSize * mi) / denominator));
   }
 }

@@ -88,8 +88,10 @@ function buildSegments(specs: readonly ParameterSpec[]): DecaySegment[] {
  *   m = beta1 * m + (1 - beta1) * g
  *   v = beta2 * v + (1 - beta2) * g * g
  *   p = p * (1 - lr * weightDecay)   (only for specs with decay = true)
- *   p = p - (lr / (1 - beta1^t)) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
- * Arithmetic is float64 per element, and m, v and p are stored as float32. The element order is fixed, so
+ *   p = p - (lr * c2 / (1 - beta1^t)) * m / (sqrt(v) + eps * c2)   with c2 = sqrt(1 - beta2^t)
+ * The last line equals PyTorch's p - (lr / (1 - beta1^t)) * m / (sqrt(v) / c2 + eps) in exact arithmetic. It
+ * saves a division per element, as the efficient form in the Adam paper (Kingma and Ba, section 2) and
+ * TensorFlow's Adam do. Arithmetic is float32 per element (see adamw-update.ts). The element order is fixed, so
  * equal inputs give equal bits on every rank, and a state restored with `loadState` continues bit for bit.
  */
 export class AdamW {
@@ -206,6 +208,7 @@ export class AdamW {
     const stepNumber = this.completedSteps + 1;
     const lr = learningRateAt(stepNumber, this.totalSteps, this.config);
     const decayFactor = 1 - lr * weightDecay;
+    const biasCorrection2 = Math.sqrt(1 - beta2 ** stepNumber);
     const coefficients: AdamWCoefficients = {
       gradientFactor,
       gradientScale,
@@ -213,9 +216,8 @@ export class AdamW {
       oneMinusBeta1: 1 - beta1,
       beta2,
       oneMinusBeta2: 1 - beta2,
-      sqrtBiasCorrection2: Math.sqrt(1 - beta2 ** stepNumber),
-      eps,
-      stepSize: lr / (1 - beta1 ** stepNumber),
+      eps: eps * biasCorrection2,
+      stepSize: (lr * biasCorrection2) / (1 - beta1 ** stepNumber),
       shrink: 1,
     };
     const arrays = { parameters, gradients, firstMoment: this.firstMoment, secondMoment: this.secondMoment };
