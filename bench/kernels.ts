@@ -124,7 +124,7 @@ function benchAdamW(): void {
 
 /** Returns the median milliseconds of one call of `run`, timed over `calls` calls per repetition. */
 function msPerCall(calls: number, run: () => void): number {
-  // time() returns nanoseconds per element; with one element per call, 1e6 of them make a millisecond.
+  // time() returns nanoseconds per element. With one element per call, 1e6 of them make a millisecond.
   return time(calls, () => {
     for (let i = 0; i < calls; i++) run();
   }) / 1e6;
@@ -139,7 +139,9 @@ async function benchProducts(): Promise<void> {
   await tf.setBackend('wasm');
   await tf.ready();
   const kernels = tensorKernels();
-  if (kernels === null) throw new Error('the in-place kernels are not available on this tfjs WASM backend');
+  if (kernels === null) {
+    throw new Error('the in-place kernels are not available: this tfjs WASM backend lacks the internals they use; run with tfjs 4.22');
+  }
   const calls = 20;
   for (const [name, batch, m, k, n, transposeA, transposeB] of [
     ['forward, x @ W', 1, 1536, 64, 192, false, false],

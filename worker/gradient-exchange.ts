@@ -39,13 +39,13 @@ export interface ShardCollectives {
   ownedRanges(length: number): readonly ElementRange[];
 }
 
-/** What a step's reduction leaves for the optimizer. */
+/** The result of a step's reduction, for the optimizer. */
 export interface ReducedGradients {
   /** The gradient ranges whose complete sums this rank holds, and which its optimizer updates. */
   owned: readonly ElementRange[];
   /**
    * The parts of `owned` that may hold nonzero sums. After a packed exchange the rest is +0, so the gradient
-   * norm sums only these; otherwise they equal `owned`.
+   * norm sums only these. Without packing they equal `owned`.
    */
   nonzero: readonly ElementRange[];
 }

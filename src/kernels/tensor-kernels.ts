@@ -10,6 +10,7 @@
  * This reaches into tfjs 4.22's WASM backend: its WebAssembly memory (`wasm.asm.memory`), `getMemoryOffset`,
  * `makeOutput` and the module's `_malloc` and `_free`. `tensorKernels()` returns null when any of them is
  * missing or another backend is active, and callers then copy the values through the kernel memory instead.
+ * NOTE: checked against tfjs 4.22 only; a tfjs upgrade must rerun test/tensor-kernels.test.ts.
  */
 import * as tf from '@tensorflow/tfjs';
 
