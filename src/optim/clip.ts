@@ -35,7 +35,7 @@ const SQUARES_BLOCK = 64;
 
 /**
  * Returns the sum of x * x over the elements of `ranges` (sorted and disjoint), where x is the element times
- * `factor` rounded to float32, computed without changing `values`.
+ * `factor`, with `factor` and the product each rounded to float32. `values` stays unchanged.
  *
  * The sum runs over blocks of 64 values counted from index 0 of `values`. Each block's part inside a range is
  * summed on its own, in float32 lanes and then in float64 (see the kernel `sumScaledSquares`). These block
