@@ -71,7 +71,16 @@ export async function runTraining(
   const metrics = createWriteStream(join(runDir, 'metrics.jsonl'), { flags: start.step > 0 ? 'a' : 'w' });
   const progress = new ProgressDisplay(totalSteps, sink);
   logger.info(
-    { totalSteps, firstStep: start.step + 1, epochsToRun: Math.ceil(totalSteps / perEpoch), globalBatchSize: config.train.globalBatchSize, worldSize },
+    {
+      totalSteps,
+      firstStep: start.step + 1,
+      epochsToRun: Math.ceil(totalSteps / perEpoch),
+      globalBatchSize: config.train.globalBatchSize,
+      worldSize,
+      // Both settings do nothing with one worker.
+      shardState: config.optimizer.shardState && worldSize > 1,
+      skipZeroBlocks: config.allreduce.skipZeroBlocks && worldSize > 1,
+    },
     start.step > 0 ? 'training resumed' : 'training started',
   );
   if (config.train.balance) logger.info({ minShare: 0.25, maxShare: 4 }, 'shard balancing on: shard sizes follow each rank\'s measured throughput');
@@ -80,8 +89,8 @@ export async function runTraining(
     logger.warn(
       { totalSteps, warmupSteps: config.optimizer.warmupSteps, config: 'optimizer.warmupSteps' },
       `the run has ${totalSteps} steps, no more than optimizer.warmupSteps, so the learning rate never reaches optimizer.lr; ` +
-        `lower it (e.g. --set optimizer.warmupSteps=${Math.max(1, Math.floor(totalSteps / 10))}) or train longer; ` +
-        'a config file of your own, as in examples/two-moons.json, can set both',
+        `lower it (e.g. --set optimizer.warmupSteps=${Math.max(1, Math.floor(totalSteps / 10))}) or train longer. ` +
+        'A config file of your own can set train.maxSteps and optimizer.warmupSteps together, as examples/two-moons.json does',
     );
   }
   if (start.step >= totalSteps) logger.info({ step: start.step }, 'the checkpoint is from the last step; only evaluating and saving');

@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import test, { type ExecutionContext } from 'ava';
+import test, { type ExecutionContext, type Implementation } from 'ava';
 import pino from 'pino';
 import WebSocket from 'ws';
 import { LogAggregator, MAX_FRAME_BYTES } from '../src/log/aggregator/server.js';
@@ -230,7 +230,10 @@ test('live view prints merged lines', async (t) => {
   t.regex(printed[0] as string, /^live-run \d\d:\d\d:\d\d\.\d{3} WARN  \[node 1 rank 2\] slow step step=7$/);
 });
 
-const prettyTest = existsSync(prettyBinary) ? test : test.skip;
+// pino-pretty is optional. Without it the test is skipped, and its title gives the install command.
+const prettyTest: (title: string, implementation: Implementation<[]>) => void = existsSync(prettyBinary)
+  ? (title, implementation) => test(title, implementation)
+  : (title, implementation) => test.skip(`${title} (skipped: npm install --no-save pino-pretty)`, implementation);
 prettyTest('pino-pretty reads written file', async (t) => {
   const { aggregator, outDir, url } = await startAggregator(t);
   const shipper = newShipper(t, url, 'test-token');

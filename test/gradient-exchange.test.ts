@@ -72,7 +72,9 @@ test.serial('dense gradients turn skipping off', async (t) => {
     '--set', 'allreduce.skipZeroBlocks=true',
   ]);
   t.is(result.exitCode, 0, result.stderr);
-  t.regex(result.stdout, /exchanging full gradients from now on/);
+  t.regex(result.stdout, /exchanging full gradients from now on \(allreduce\.skipZeroBlocks\)/);
   t.is(sentFraction(result), null);
+  // Every step exchanged full gradients: the 20 before the switch-off and the 4 after it.
+  t.regex(result.stdout, /packed gradient exchange summary[^\n]*packedSteps=0 fullSteps=24 /);
   t.true(readFileSync(join(result.runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').length >= 24);
 });

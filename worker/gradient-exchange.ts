@@ -65,8 +65,10 @@ export class GradientExchange {
   private denseSteps = 0;
   /** Steps that sent packed blocks, the sum of their sent fractions, and the smallest and largest fraction. */
   private readonly packedStats = { steps: 0, fractionSum: 0, minFraction: 1, maxFraction: 0 };
-  /** Steps that exchanged full gradients after the flags showed most blocks marked. */
+  /** Steps that exchanged full gradients because most blocks were marked, including every step after the switch-off. */
   private fullSteps = 0;
+  /** True once the packed exchange has turned itself off for the rest of the run. */
+  private switchedOff = false;
 
   /** `tailLength` values follow the `parameterCount` gradients in the buffer and are always summed exactly. */
   constructor(parameterCount: number, tailLength: number, config: AllReduceConfig, logger: Logger) {
@@ -104,6 +106,7 @@ export class GradientExchange {
    */
   async reduce(buffer: Float32Array, allReduce: AllReduce, shard: ShardCollectives | undefined, worldSize: number): Promise<ReducedGradients> {
     const count = this.parameterCount;
+    if (this.switchedOff) this.fullSteps += 1;
     if (this.skipZeroBlocks && worldSize > 1 && (await this.reducePacked(buffer, allReduce))) {
       const owned = shard === undefined ? [{ start: 0, end: count }] : shard.ownedRanges(count);
       return { owned, nonzero: markedRanges(count, this.flags as Float32Array, owned) };
@@ -145,9 +148,10 @@ export class GradientExchange {
       this.fullSteps += 1;
       if (this.denseSteps >= DENSE_STEPS_BEFORE_OFF) {
         this.skipZeroBlocks = false;
+        this.switchedOff = true;
         this.logger.info(
           { markedBlocks: marked, blocks: flags.length, steps: this.denseSteps },
-          'most gradient blocks were nonzero for many steps in a row; exchanging full gradients from now on',
+          'most gradient blocks were nonzero for many steps in a row; exchanging full gradients from now on (allreduce.skipZeroBlocks)',
         );
       }
       return false;

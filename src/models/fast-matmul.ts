@@ -134,8 +134,8 @@ export function createDense(strategy: MatMulStrategy): Dense {
 
 /**
  * Returns a batched 3-D product for `strategy`: `built-in` is `tf.matMul` with its own gradient, and `kernel`
- * runs the product and its gradient on the `batchMatMul` kernel. tfjs's own batched product on WASM took 4.7
- * to 8.8 times as long for attention shapes (`npm run bench:kernels`).
+ * runs the product and its gradient on the `batchMatMul` kernel. tfjs's own batched product on WASM took 11 to
+ * 19 times as long for attention shapes (`npm run bench:kernels`).
  */
 export function createBatchMatMul(strategy: MatMulStrategy): BatchMatMul {
   if (strategy === 'built-in') {
