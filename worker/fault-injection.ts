@@ -1,4 +1,6 @@
+import type { Logger } from 'pino';
 import { RingtrainError } from '../src/errors.js';
+import { destination, writeToStderr } from './exit.js';
 
 /**
  * Fault injection for tests of failure handling. Each variable takes `RANK:STEP` and acts on that rank at that
@@ -54,4 +56,20 @@ function parseFaultPoint(name: string, value: string | undefined): FaultPoint | 
 /** Returns the extra compute milliseconds that RINGTRAIN_FAULT_SLOW adds to `rank` for a shard of `examples`. */
 export function slowdownMs(plan: FaultPlan, rank: number, examples: number): number {
   return plan.slow !== null && plan.slow.rank === rank ? plan.slow.step * examples : 0;
+}
+
+/** Kills this worker with SIGKILL, or blocks it for good, when the kill or hang fault fires on `rank` at `step`. */
+export function injectStartOfStepFaults(faults: FaultPlan, rank: number, step: number, logger: Logger): void {
+  if (firesAt(faults.kill, rank, step)) {
+    logger.warn({ step }, 'fault injection: killing this worker with SIGKILL');
+    destination.flushTo(writeToStderr);
+    process.kill(process.pid, 'SIGKILL');
+  }
+  if (firesAt(faults.hang, rank, step)) {
+    logger.warn({ step }, 'fault injection: blocking this worker forever');
+    // Busy-wait without yielding, as a deadlocked native call would; only SIGKILL ends it.
+    for (;;) {
+      /* hang */
+    }
+  }
 }
