@@ -9,7 +9,7 @@ import { checksumFloats } from '../src/kernels/checksum.js';
 import { allocateKernelFloats } from '../src/kernels/kernel-memory.js';
 import { GradientExchange, type AllReduce, type ShardCollectives } from './gradient-exchange.js';
 import { AdamW, type AdamWState } from '../src/optim/adamw.js';
-import { sumOfScaledSquares, type ElementRange } from '../src/optim/clip.js';
+import { sumOfScaledSquares } from '../src/optim/clip.js';
 import { RingtrainError } from '../src/errors.js';
 import { countPredictions } from '../src/metrics/classification.js';
 
