@@ -9,92 +9,29 @@
  * assignment gives the same bits. The slice size does not change the result, because slicing never
  * changes which values are added in which order.
  */
-import type { Logger } from 'pino';
 import { hasCode } from '../errors.js';
 import { BucketedRun, checkFillIndex, elementTypeOf, ownedRanges, type BucketedAllReduce, type Compression, type ElementRange } from './ring-buckets.js';
 import { CollectiveBuffers } from './ring-frame-pool.js';
-import { dialPrevious, type RingPeerAddress } from './ring-dial.js';
+import { dialPrevious } from './ring-dial.js';
 import { FRAME_HEADER_BYTES, collectiveMethodName, type CollectiveKind } from './ring-frame.js';
-import { CLOSE_ABORTED, CLOSE_NORMAL, MAX_HANDSHAKE_BYTES } from './ring-hello.js';
-import { normalCloseReason, type LinkFailure, type SendLink } from './ring-link.js';
-import type { RingListener } from './ring-listener.js';
+import { CLOSE_ABORTED, MAX_HANDSHAKE_BYTES } from './ring-hello.js';
+import { RingLifecycle } from './ring-lifecycle.js';
+import type { SendLink } from './ring-link.js';
 import type { ReceiveLink } from './ring-receive-link.js';
 import type { LinkTransport } from './ring-unix-socket.js';
-import { bucketElementsOf, checkCompression, describeValue, validateOptions } from './ring-options.js';
+import {
+  DEFAULT_BUCKET_BYTES,
+  bucketElementsOf,
+  checkCompression,
+  describeValue,
+  validateOptions,
+  type AllReduceOptions,
+  type RingConnectOptions,
+} from './ring-options.js';
 
 export type { RingPeerAddress } from './ring-dial.js';
 export type { BucketedAllReduce, Compression, ElementRange } from './ring-buckets.js';
-
-/**
- * Default size of the slices that a rank cuts its own chunk into: 4 MiB. Since the add runs as a SIMD kernel,
- * the cost per frame (system calls, wake-ups of the next rank) outweighs finer pipelining on a 2-vCPU
- * machine: 2 to 8 MiB slices used less CPU time per call than 1 MiB ones with 2 and 4 ranks at 16 and 64 MiB
- * (docs/benchmarks.md). A frame of the pool takes a slice plus its header of the kernel memory.
- */
-export const DEFAULT_SLICE_BYTES = 4 * 1024 * 1024;
-
-/**
- * Default largest bucket of a bucketed all-reduce, in float32 bytes: 64 MiB. On an idle 2-vCPU machine, 64 MiB
- * buckets beat 1 and 4 MiB ones in three of four raw all-reduce cells (2 and 4 ranks, 16 and 64 MiB) and gave the
- * shortest training step of the default job, whose 8 MB of gradients then go as one bucket (docs/benchmarks.md).
- * Smaller buckets cost CPU per call and pay off only where flattening can overlap the exchange.
- */
-export const DEFAULT_BUCKET_BYTES = 64 * 1024 * 1024;
-
-/** Options of one `Ring.beginAllReduce` call; both default to the ring's connect options. */
-export interface AllReduceOptions {
-  /** Largest bucket in float32 bytes (rounded down to whole values); every rank must pass the same. */
-  bucketBytes?: number;
-  /** Wire format of the values; every rank must pass the same. */
-  compression?: Compression;
-}
-
-/** Time that `close()` waits for a neighbour's close frame before destroying the socket. */
-const CLOSE_GRACE_MS = 2000;
-
-/** Options of `Ring.connect`. */
-export interface RingConnectOptions {
-  /** This worker's listener, opened before it joined the coordinator. */
-  listener: RingListener;
-  rank: number;
-  worldSize: number;
-  /** Run id; links from another run are rejected. */
-  runId: string;
-  /**
-   * Listener address of rank (rank - 1) mod worldSize. Its Unix socket is dialed when the listener's
-   * localTransport is unix and both listeners have the same nodeId, else its TCP address.
-   */
-  previous: RingPeerAddress;
-  /** Listener address of rank (rank + 1) mod worldSize; that rank dials in, so this is used for logs only. */
-  next: RingPeerAddress;
-  /** Limit on every wait inside a collective, in milliseconds; also the connect limit unless connectTimeoutMs is set. */
-  timeoutMs: number;
-  /** Time allowed for dialing the previous rank and being dialed by the next, in milliseconds; default timeoutMs. */
-  connectTimeoutMs?: number;
-  logger: Logger;
-  /**
-   * Largest payload of a frame this rank sends, in bytes (rounded down to whole float32 values); smaller
-   * slices overlap sending, receiving and adding more finely. Default DEFAULT_SLICE_BYTES.
-   */
-  sliceBytes?: number;
-  /**
-   * Largest WebSocket message accepted from the previous neighbour, in bytes. It must fit the 32-byte
-   * header plus the previous neighbour's sliceBytes, and the 4096-byte handshake limit. The default is
-   * the larger of the two, computed with this rank's sliceBytes.
-   */
-  maxPayload?: number;
-  /** Run token presented when dialing the previous rank, or null for an open run. */
-  token?: string | null;
-  /** Default largest bucket of `allReduce` and `beginAllReduce`, in float32 bytes; default DEFAULT_BUCKET_BYTES. */
-  bucketBytes?: number;
-  /**
-   * Default wire format of the values: 'none' (float32), 'fp16' or 'bf16' (16-bit values, float32 sums);
-   * default 'none'. A ring of one rank sends nothing and leaves the buffer unchanged whatever this is.
-   */
-  compression?: Compression;
-}
-
-type RingState = 'open' | 'running' | 'closed';
+export { DEFAULT_BUCKET_BYTES, DEFAULT_SLICE_BYTES, type AllReduceOptions, type RingConnectOptions } from './ring-options.js';
 
 /**
  * A connected ring of `worldSize` ranks that sums Float32Arrays across all of them, whole (`allReduce`) or in
@@ -104,7 +41,6 @@ export class Ring {
   readonly rank: number;
   readonly worldSize: number;
   readonly runId: string;
-  private readonly logger: Logger;
   private readonly timeoutMs: number;
   private readonly sliceElements: number;
   private readonly bucketBytes: number;
@@ -112,20 +48,13 @@ export class Ring {
   private readonly previous: ReceiveLink | null;
   private readonly next: SendLink | null;
   private readonly buffers: CollectiveBuffers;
-  private state: RingState = 'open';
-  /** The kind of the collective that runs, or ran last; for messages. */
-  private runningKind: CollectiveKind = 'all-reduce';
-  private failure: Error | null = null;
-  /** A neighbour's normal close that arrived after it completed the running collective; applied when it ends. */
-  private closeAfterCollective: Error | null = null;
+  private readonly lifecycle: RingLifecycle;
   private sequence = 0;
-  private completed = 0;
 
   private constructor(options: RingConnectOptions, sliceElements: number, previous: ReceiveLink | null, next: SendLink | null) {
     this.rank = options.rank;
     this.worldSize = options.worldSize;
     this.runId = options.runId;
-    this.logger = options.logger;
     this.timeoutMs = options.timeoutMs;
     this.sliceElements = sliceElements;
     this.buffers = new CollectiveBuffers(sliceElements * 4);
@@ -133,8 +62,7 @@ export class Ring {
     this.compression = options.compression ?? 'none';
     this.previous = previous;
     this.next = next;
-    previous?.onFailure((failure) => this.handleLinkFailure(failure));
-    next?.onFailure((failure) => this.handleLinkFailure(failure));
+    this.lifecycle = new RingLifecycle(options.rank, options.logger, previous, next);
   }
 
   /**
@@ -312,15 +240,16 @@ export class Ring {
     }
     const bucketElements = bucketElementsOf(bucketBytes ?? this.bucketBytes);
     checkCompression(compression);
-    if (this.state === 'closed') {
+    const { lifecycle } = this;
+    if (lifecycle.state === 'closed') {
       throw new Error(`${method} called on rank ${this.rank} after ring.close(); connect a new Ring`);
     }
-    if (this.state === 'running') {
-      const running = collectiveMethodName(this.runningKind);
+    if (lifecycle.state === 'running') {
+      const running = collectiveMethodName(lifecycle.runningKind);
       throw new Error(`${method} called on rank ${this.rank} while another ${running} runs; await the previous call first`);
     }
-    if (this.failure !== null) {
-      throw this.failure;
+    if (lifecycle.failure !== null) {
+      throw lifecycle.failure;
     }
     const sequence = this.sequence;
     this.sequence = (this.sequence + 1) % 0x1_0000_0000;
@@ -330,8 +259,8 @@ export class Ring {
         done: Promise.resolve(),
       };
     }
-    this.state = 'running';
-    this.runningKind = kind;
+    lifecycle.state = 'running';
+    lifecycle.runningKind = kind;
     const context = {
       rank: this.rank,
       worldSize: this.worldSize,
@@ -344,16 +273,16 @@ export class Ring {
     const run = new BucketedRun(context, buffer, sequence, bucketElements, elementTypeOf(compression), kind);
     const done = run.done.then(
       () => {
-        this.completed += 1;
-        this.applyCloseAfterCollective();
-        this.endRunning();
+        lifecycle.completed += 1;
+        lifecycle.applyCloseAfterCollective();
+        lifecycle.endRunning();
       },
       (error: Error) => {
         // close() during the collective already failed the links; the ring is gone, so nothing to abort.
-        if (!this.isClosed()) {
-          this.abort(error, `ring ${kind} failed in collective ${sequence}`);
+        if (!lifecycle.isClosed()) {
+          lifecycle.abort(error, `ring ${kind} failed in collective ${sequence}`);
         }
-        this.endRunning();
+        lifecycle.endRunning();
         throw error;
       },
     );
@@ -362,77 +291,8 @@ export class Ring {
     return { markFilled: (endIndex) => run.markFilled(endIndex), done };
   }
 
-  private endRunning(): void {
-    if (this.state === 'running') {
-      this.state = 'open';
-    }
-  }
-
   /** Closes both links with a normal close; a pending allReduce rejects. Safe to call more than once. */
-  async close(): Promise<void> {
-    if (this.state === 'closed') {
-      return;
-    }
-    const wasRunning = this.state === 'running';
-    this.state = 'closed';
-    const closedError = new Error(`ring of rank ${this.rank} was closed while allReduce was running`);
-    for (const link of [this.previous, this.next]) {
-      link?.fail(closedError);
-    }
-    await Promise.all(
-      [this.previous, this.next].map((link) => link?.close(CLOSE_NORMAL, normalCloseReason(this.rank, this.completed), CLOSE_GRACE_MS)),
-    );
-    this.logger.info({ rank: this.rank, collectives: this.sequence, wasRunning }, 'ring closed');
-  }
-
-  private applyCloseAfterCollective(): void {
-    if (this.closeAfterCollective !== null && this.failure === null) {
-      this.failure = this.closeAfterCollective;
-      this.logger.info({ rank: this.rank, reason: this.failure.message }, 'ring neighbour closed the ring');
-    }
-  }
-
-  private isClosed(): boolean {
-    return this.state === 'closed';
-  }
-
-  /** Records `error`, rejects every wait and closes both links so the neighbours fail fast as well. */
-  private abort(error: Error, logMessage: string): void {
-    if (this.failure === null) {
-      this.failure = error;
-      this.logger.error({ err: error, rank: this.rank }, logMessage);
-    }
-    const reason = `rank ${this.rank} aborted: ${error.message}`;
-    for (const link of [this.previous, this.next]) {
-      if (link !== null) {
-        link.fail(error);
-        void link.close(CLOSE_ABORTED, reason, CLOSE_GRACE_MS);
-      }
-    }
-  }
-
-  private handleLinkFailure({ error, closeCode, peerCompleted }: LinkFailure): void {
-    if (this.state === 'closed' || this.failure !== null) {
-      return;
-    }
-    if (this.state === 'open' && closeCode === CLOSE_NORMAL) {
-      // A neighbour that closed between collectives is shutting down, so later calls fail without an abort.
-      this.failure = error;
-      this.logger.info({ rank: this.rank, reason: error.message }, 'ring neighbour closed the ring');
-      return;
-    }
-    if (this.state === 'running' && peerCompleted !== null && peerCompleted >= this.completed + 1) {
-      // The neighbour completed the running collective before closing, so every frame it sent for it is
-      // already on its way and it needs nothing more from this rank: let the collective finish.
-      this.closeAfterCollective ??= error;
-      return;
-    }
-    if (this.state === 'open') {
-      this.abort(error, 'ring link failed between collectives');
-      return;
-    }
-    // During a collective the waiting loop rejects with this error and aborts the ring itself.
-    this.previous?.fail(error);
-    this.next?.fail(error);
+  close(): Promise<void> {
+    return this.lifecycle.close(this.sequence);
   }
 }

@@ -1,12 +1,80 @@
 /**
- * Validation of the options of `Ring.connect` and of one collective call, with messages that name the config
- * key to change.
+ * The options of `Ring.connect` and of one collective call: their types, their defaults, and their validation,
+ * with messages that name the config key to change.
  */
 import { endianness } from 'node:os';
+import type { Logger } from 'pino';
 import { COMPRESSIONS, type Compression } from './ring-buckets.js';
+import type { RingPeerAddress } from './ring-dial.js';
 import { FRAME_HEADER_BYTES } from './ring-frame.js';
 import { MAX_HANDSHAKE_BYTES } from './ring-hello.js';
-import { DEFAULT_SLICE_BYTES, type RingConnectOptions } from './ring-allreduce.js';
+import type { RingListener } from './ring-listener.js';
+
+/**
+ * Default size of the slices that a rank cuts its own chunk into: 4 MiB. Since the add runs as a SIMD kernel,
+ * the cost per frame (system calls, wake-ups of the next rank) outweighs finer pipelining on a 2-vCPU
+ * machine: 2 to 8 MiB slices used less CPU time per call than 1 MiB ones with 2 and 4 ranks at 16 and 64 MiB
+ * (docs/benchmarks.md). A frame of the pool takes a slice plus its header of the kernel memory.
+ */
+export const DEFAULT_SLICE_BYTES = 4 * 1024 * 1024;
+
+/**
+ * Default largest bucket of a bucketed all-reduce, in float32 bytes: 64 MiB. On an idle 2-vCPU machine, 64 MiB
+ * buckets beat 1 and 4 MiB ones in three of four raw all-reduce cells (2 and 4 ranks, 16 and 64 MiB) and gave the
+ * shortest training step of the default job, whose 8 MB of gradients then go as one bucket (docs/benchmarks.md).
+ * Smaller buckets cost CPU per call and pay off only where flattening can overlap the exchange.
+ */
+export const DEFAULT_BUCKET_BYTES = 64 * 1024 * 1024;
+
+/** Options of one `Ring.beginAllReduce` call; both default to the ring's connect options. */
+export interface AllReduceOptions {
+  /** Largest bucket in float32 bytes (rounded down to whole values); every rank must pass the same. */
+  bucketBytes?: number;
+  /** Wire format of the values; every rank must pass the same. */
+  compression?: Compression;
+}
+
+/** Options of `Ring.connect`. */
+export interface RingConnectOptions {
+  /** This worker's listener, opened before it joined the coordinator. */
+  listener: RingListener;
+  rank: number;
+  worldSize: number;
+  /** Run id; links from another run are rejected. */
+  runId: string;
+  /**
+   * Listener address of rank (rank - 1) mod worldSize. Its Unix socket is dialed when the listener's
+   * localTransport is unix and both listeners have the same nodeId, else its TCP address.
+   */
+  previous: RingPeerAddress;
+  /** Listener address of rank (rank + 1) mod worldSize; that rank dials in, so this is used for logs only. */
+  next: RingPeerAddress;
+  /** Limit on every wait inside a collective, in milliseconds; also the connect limit unless connectTimeoutMs is set. */
+  timeoutMs: number;
+  /** Time allowed for dialing the previous rank and being dialed by the next, in milliseconds; default timeoutMs. */
+  connectTimeoutMs?: number;
+  logger: Logger;
+  /**
+   * Largest payload of a frame this rank sends, in bytes (rounded down to whole float32 values); smaller
+   * slices overlap sending, receiving and adding more finely. Default DEFAULT_SLICE_BYTES.
+   */
+  sliceBytes?: number;
+  /**
+   * Largest WebSocket message accepted from the previous neighbour, in bytes. It must fit the 40-byte
+   * header plus the previous neighbour's sliceBytes, and the 4096-byte handshake limit. The default is
+   * the larger of the two, computed with this rank's sliceBytes.
+   */
+  maxPayload?: number;
+  /** Run token presented when dialing the previous rank, or null for an open run. */
+  token?: string | null;
+  /** Default largest bucket of `allReduce` and `beginAllReduce`, in float32 bytes; default DEFAULT_BUCKET_BYTES. */
+  bucketBytes?: number;
+  /**
+   * Default wire format of the values: 'none' (float32), 'fp16' or 'bf16' (16-bit values, float32 sums);
+   * default 'none'. A ring of one rank sends nothing and leaves the buffer unchanged whatever this is.
+   */
+  compression?: Compression;
+}
 
 /** Validates the options of `Ring.connect` and returns the slice size in elements. */
 export function validateOptions(options: RingConnectOptions): number {
