@@ -7,111 +7,27 @@
 import type { IncomingMessage } from 'node:http';
 import type { Logger } from 'pino';
 import WebSocket from 'ws';
+import { LineQueue } from './line-queue.js';
 import type { LineDestination } from './logger.js';
+import { DEFAULT_RECONNECT, reconnectDelayMs, type ReconnectOptions } from './reconnect-backoff.js';
+import {
+  DEFAULT_HANDSHAKE_TIMEOUT_MS,
+  DEFAULT_LOG_INTERVAL_MS,
+  DEFAULT_MAX_FRAME_BYTES,
+  DEFAULT_MAX_QUEUE_LINES,
+  type LogShipperOptions,
+  validatePositive,
+  validateUrl,
+} from './shipper-options.js';
 
-/** Reconnect timing: the delay doubles from `initialDelayMs` after each failed attempt, up to `maxDelayMs`. */
-export interface ReconnectOptions {
-  initialDelayMs: number;
-  maxDelayMs: number;
-}
+export { reconnectDelayMs, type ReconnectOptions } from './reconnect-backoff.js';
+export type { LogShipperOptions } from './shipper-options.js';
 
-/** Settings of a LogShipper. */
-export interface LogShipperOptions {
-  /** Aggregator address, e.g. `ws://127.0.0.1:9400`. */
-  url: string;
-  /** Shared secret sent as `Authorization: Bearer <token>`. Omit it for an aggregator started without a token. */
-  token?: string;
-  /** Logger for the shipper's own reports (connects, failures, drops). It should write somewhere else than this shipper. */
-  logger?: Logger;
-  /** Maximum lines kept while the aggregator is slow or unreachable. Beyond it the oldest are dropped (default 10000). */
-  maxQueueLines?: number;
-  reconnect?: ReconnectOptions;
-  /** Maximum payload of one frame, below the aggregator's 1 MiB limit (default 512 KiB). */
-  maxFrameBytes?: number;
-  /** Minimum time between two reports of the same kind to `logger` (default 30000 ms). */
-  logIntervalMs?: number;
-  /** Time allowed for the TCP connect and the WebSocket handshake (default 5000 ms). */
-  handshakeTimeoutMs?: number;
-}
-
-const DEFAULT_MAX_QUEUE_LINES = 10_000;
-const DEFAULT_RECONNECT: ReconnectOptions = { initialDelayMs: 200, maxDelayMs: 30_000 };
-const DEFAULT_MAX_FRAME_BYTES = 512 * 1024;
-const DEFAULT_LOG_INTERVAL_MS = 30_000;
-const DEFAULT_HANDSHAKE_TIMEOUT_MS = 5_000;
 /** Maximum frames handed to the socket but not yet written to the kernel. Other lines wait in the queue, where they can be dropped. */
 const MAX_FRAMES_IN_FLIGHT = 2;
 
 /** Why lines were dropped: evicted from a full queue, longer than maxFrameBytes, or never delivered to the socket. */
 type DropCause = 'queueFull' | 'tooLong' | 'notSent';
-
-/**
- * Returns the wait before reconnect attempt `attempt` (0 for the first): the exponential delay capped at
- * `maxDelayMs`, then "equal jitter", a uniform value in [delay/2, delay], so restarted clients spread out.
- */
-export function reconnectDelayMs(attempt: number, options: ReconnectOptions, random: () => number = Math.random): number {
-  const exponent = Math.min(attempt, 30);
-  const delay = Math.min(options.maxDelayMs, options.initialDelayMs * 2 ** exponent);
-  return delay / 2 + random() * (delay / 2);
-}
-
-/**
- * A fixed-capacity FIFO of lines. Pushing onto a full queue evicts the oldest line in O(1).
- * NOTE: the bound counts lines, not bytes, so memory can reach maxQueueLines x maxFrameBytes with huge lines.
- */
-class LineQueue {
-  private readonly items: (string | undefined)[];
-  private head = 0;
-  size = 0;
-
-  constructor(readonly capacity: number) {
-    this.items = new Array<string | undefined>(capacity);
-  }
-
-  /** Appends `line` and returns true when the oldest line was evicted to make room. */
-  push(line: string): boolean {
-    const evicted = this.size === this.capacity;
-    if (evicted) {
-      this.head = (this.head + 1) % this.capacity;
-      this.size--;
-    }
-    this.items[(this.head + this.size) % this.capacity] = line;
-    this.size++;
-    return evicted;
-  }
-
-  peek(): string | undefined {
-    return this.size === 0 ? undefined : this.items[this.head];
-  }
-
-  shift(): string | undefined {
-    if (this.size === 0) return undefined;
-    const line = this.items[this.head];
-    this.items[this.head] = undefined;
-    this.head = (this.head + 1) % this.capacity;
-    this.size--;
-    return line;
-  }
-}
-
-function validatePositive(name: string, value: number): void {
-  if (!Number.isFinite(value) || value <= 0) {
-    throw new RangeError(`LogShipper ${name} must be a positive number (got ${value}); pass a value such as 1000`);
-  }
-}
-
-/** Checks the URL at construction, so a typo fails once instead of on every reconnect. */
-function validateUrl(url: string): void {
-  let protocol: string;
-  try {
-    protocol = new URL(url).protocol;
-  } catch {
-    throw new TypeError(`LogShipper url is not a valid URL (got '${url}'); pass one such as ws://127.0.0.1:9400`);
-  }
-  if (protocol !== 'ws:' && protocol !== 'wss:') {
-    throw new TypeError(`LogShipper url must start with ws:// or wss:// (got '${url}'); pass one such as ws://127.0.0.1:9400`);
-  }
-}
 
 /**
  * A pino destination that ships lines to the log aggregator. `write` is synchronous, never throws and never
