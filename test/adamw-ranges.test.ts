@@ -3,6 +3,7 @@ import type { ParameterSpec } from '../src/models/model.js';
 import { AdamW, type AdamWConfig } from '../src/optim/adamw.js';
 import { SeededRandom } from '../src/random.js';
 import { globalNorm, sumOfScaledSquares, type ElementRange } from '../src/optim/clip.js';
+import { blockCount, markedRanges, markNonzeroBlocks } from '../src/comm/zero-blocks.js';
 import { kernelMemory } from '../src/kernels/kernel-memory.js';
 
 const specs: ParameterSpec[] = [
@@ -118,21 +119,19 @@ test('sumOfScaledSquares skips zero block parts without changing bits', (t) => {
     { start: 700, end: 1290 },
     { start: 1300, end: length },
   ];
-  // Each range cut at every zero block, as the packed exchange's marked ranges are (parts of two ranges are
-  // never joined: the ranges' own bounds cut blocks into parts).
-  const nonzero: ElementRange[] = [];
-  for (const { start, end } of ranges) {
-    let run: ElementRange | null = null;
-    for (let block = Math.floor(start / 64); block * 64 < end; block++) {
-      if (block % 3 === 0) {
-        run = null;
-        continue;
-      }
-      const part = { start: Math.max(start, block * 64), end: Math.min(end, (block + 1) * 64) };
-      if (run !== null) run.end = part.end;
-      else nonzero.push((run = part));
-    }
-  }
+
+  // The ranges without their zero blocks, as the packed exchange passes them to the gradient norm.
+  const flags = new Float32Array(blockCount(length));
+  markNonzeroBlocks(raw, length, flags);
+  const nonzero = markedRanges(length, flags, ranges);
+  t.true(nonzero.length > ranges.length, 'the zero blocks cut the ranges into more parts');
+  // The ranges hold 2540 values; the zero blocks among them are 54 values of block 0 and 13 whole blocks.
+  t.is(
+    nonzero.reduce((sum, { start, end }) => sum + end - start, 0),
+    2540 - 54 - 13 * 64,
+    'every zero block is left out, and nothing else',
+  );
+
   for (const values of [raw, inKernelMemory]) {
     const full = sumOfScaledSquares(values, ranges, 1 / 3);
     t.true(full > 0);

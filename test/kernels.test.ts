@@ -7,6 +7,7 @@ import { checksumFloats } from '../src/kernels/checksum.js';
 import { KernelMemory, SCRATCH_FLOATS, kernelMemory } from '../src/kernels/kernel-memory.js';
 import { updateElements, updateElementsScalar, type AdamWArrays, type AdamWCoefficients } from '../src/optim/adamw-update.js';
 import { SeededRandom } from '../src/random.js';
+import { sameBits } from './helpers/bits.js';
 
 const repositoryRoot = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -28,12 +29,6 @@ function mixedValues(random: SeededRandom, length: number, special: boolean): Fl
     }
   }
   return values;
-}
-
-function sameBits(a: Float32Array, b: Float32Array): boolean {
-  const left = new Uint32Array(a.buffer, a.byteOffset, a.length);
-  const right = new Uint32Array(b.buffer, b.byteOffset, b.length);
-  return left.length === right.length && left.every((value, index) => value === right[index]);
 }
 
 /** Copies `values` into the kernel memory, or into an ordinary array when `inside` is false. */
@@ -181,8 +176,8 @@ function sameBitsOrBothNaN(a: Float32Array, b: Float32Array): boolean {
 
 test('batched product kernel matches scalar bits', (t) => {
   const random = new SeededRandom(31);
-  // Rows go in blocks of four by eight outputs; the columns left over (n mod 8) and the rows left over (m mod 4)
-  // take the single-row loops: sixteen outputs at a time, then four, then one.
+  // Rows go in blocks of four by eight outputs. The columns left over (n mod 8) and the rows left over (m mod 4)
+  // take the single-row loops, which compute sixteen outputs at a time, then four, then one.
   const shapes = [
     [3, 5, 7, 37],
     [1, 13, 19, 29],

@@ -5,6 +5,7 @@ import test from 'ava';
 import { batchMatMulScalar } from '../src/kernels/batch-matmul.js';
 import { tensorKernels } from '../src/kernels/tensor-kernels.js';
 import { SeededRandom } from '../src/random.js';
+import { sameBits } from './helpers/bits.js';
 
 /** Returns `length` values spread over several orders of magnitude, with a few signed zeros. */
 function values(random: SeededRandom, length: number): Float32Array {
@@ -14,12 +15,6 @@ function values(random: SeededRandom, length: number): Float32Array {
   }
   array[0] = -0;
   return array;
-}
-
-function sameBits(a: Float32Array, b: Float32Array): boolean {
-  const left = new Uint32Array(a.buffer, a.byteOffset, a.length);
-  const right = new Uint32Array(b.buffer, b.byteOffset, b.length);
-  return a.length === b.length && left.every((bits, i) => bits === right[i]);
 }
 
 test.serial('in-place products match scalar bits', async (t) => {

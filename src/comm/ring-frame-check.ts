@@ -6,6 +6,9 @@ import { RingtrainError } from '../errors.js';
 import { collectiveKindOf, collectiveMethodName, elementTypeName, phaseName, wirePhaseOf, type FrameHeader } from './ring-frame.js';
 import type { CollectiveSchedule } from './ring-schedule.js';
 
+/** The settings whose mismatch between nodes makes ranks call different collectives or lengths in training. */
+const TRAINING_SETTINGS_HINT = '(in training: set the same optimizer.shardState and allreduce.skipZeroBlocks on every node)';
+
 /** Raises RINGTRAIN_ERR_PROTOCOL unless `header` is the frame that `schedule` expects next from the previous rank. */
 export function checkFrameHeader(header: FrameHeader, schedule: CollectiveSchedule): void {
   const { rank } = schedule;
@@ -17,14 +20,14 @@ export function checkFrameHeader(header: FrameHeader, schedule: CollectiveSchedu
     throw protocolError(
       `rank ${rank} runs ${collectiveMethodName(region.kind)} but rank ${peer} sent a frame of ` +
         `${collectiveMethodName(peerKind)} in ${where}; every rank must call the same collectives in the same order ` +
-        '(in training: set the same optimizer.shardState and allreduce.skipZeroBlocks on every node)',
+        TRAINING_SETTINGS_HINT,
     );
   }
   if (header.totalLength !== schedule.totalLength) {
     throw protocolError(
       `rank ${rank} called allReduce with ${schedule.totalLength} elements, but rank ${peer} sent a frame for ` +
         `${header.totalLength} elements in ${where}; every rank must call allReduce with buffers of the same length ` +
-        '(in training: set the same optimizer.shardState and allreduce.skipZeroBlocks on every node)',
+        TRAINING_SETTINGS_HINT,
     );
   }
   if (header.sequence !== sequence >>> 0) {

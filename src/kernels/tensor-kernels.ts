@@ -45,7 +45,7 @@ function isUsable(backend: WasmBackendInternals): backend is WasmBackend {
 /** The kernels bound to one WASM backend's memory. */
 export class TensorKernels {
   private readonly kernels: KernelExports;
-  /** Address and size of the area that holds a transposed right-hand operand, allocated with `_malloc`. */
+  /** Address and size of the area for a transposed right-hand operand, allocated with `_malloc`. */
   private scratchAddress = 0;
   private scratchBytes = 0;
 
@@ -57,7 +57,7 @@ export class TensorKernels {
 
   /**
    * Returns op(a) @ op(b) for `shape` as a new float32 tensor of shape `outputShape`, computed by the
-   * `batchMatMul` kernel in the backend's memory; see src/kernels/batch-matmul.ts for the order of operations.
+   * `batchMatMul` kernel in the backend's memory. src/kernels/batch-matmul.ts gives the order of operations.
    * Returns null when an operand is not a float32 tensor of this backend.
    */
   product(a: tf.Tensor, b: tf.Tensor, shape: BatchMatMulShape, outputShape: number[]): tf.Tensor | null {

@@ -82,13 +82,13 @@ function productGradient(dy: tf.Tensor, saved: tf.Tensor[]): tf.Tensor[] {
   return [kernelProduct(dyMatrix, b as tf.Tensor2D, false, true), kernelProduct(a as tf.Tensor2D, dyMatrix, true, false)];
 }
 
-/** A product `a @ b` of 2-D or 3-D tensors whose forward and backward products run on the kernel. */
+/** Computes `a @ b` of 2-D or 3-D tensors, forward and backward, on the kernel. */
 const kernelMatMul = customGradient(([a, b], save) => {
   save([a, b]);
   return { value: kernelProduct(a as tf.Tensor2D, b as tf.Tensor2D, false, false), gradFunc: productGradient };
 });
 
-/** A batched product `a @ bᵀ` whose forward and backward products run on the kernel. */
+/** Computes the batched product `a @ bᵀ`, forward and backward, on the kernel. */
 const kernelMatMulTransposeB = customGradient(([a, b], save) => {
   save([a, b]);
   return {
